@@ -1,0 +1,34 @@
+"""What every node of the pack shares: its id prefix, category tree and how user errors are reported."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from ..pix2gif_core.errors import Pix2GifInputError
+
+ID_PREFIX = "Pix2Gif_"
+CATEGORY = "Pix2Gif"
+
+
+def node_id(name: str) -> str:
+    return ID_PREFIX + name
+
+
+def category(sub: str) -> str:
+    return f"{CATEGORY}/{sub}"
+
+
+def display_name(title: str) -> str:
+    return f"{title} (Pix2Gif)"
+
+
+@contextmanager
+def reported_as(node_title: str):
+    """Prefix any :class:`Pix2GifInputError` raised inside with the node's title, so the user knows where."""
+    try:
+        yield
+    except Pix2GifInputError as err:
+        raise Pix2GifInputError(f"[{node_title}] {err}") from None
+
+
+def input_error(node_title: str, message: str) -> Pix2GifInputError:
+    return Pix2GifInputError(f"[{node_title}] {message}")

@@ -1,0 +1,88 @@
+"""Node: sample a video latent (one latent per frame) with ComfyUI's own samplers, progress and cancel."""
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import latent_preview
+import torch
+
+from .conventions import category, display_name, input_error, node_id
+
+LATENT_CHANNELS = 4
+
+
+class GifSampler:
+    TITLE = "GIF Sampler"
+    DESCRIPTION = ("Samples `frames` latents as one video with a motion-patched MODEL (any ComfyUI sampler and "
+                   "scheduler). Optional start image or latent: one frame is repeated over the clip, or a full "
+                   "clip is used as it is; lower denoise keeps more of it.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "positive": ("CONDITIONING",),
+                "negative": ("CONDITIONING",),
+                "frames": ("INT", {"default": 16, "min": 2, "max": 4096,
+                                   "tooltip": "Frames of the clip (AnimateDiff: 16 as trained; v1 ≤ 24, v2/v3 ≤ 32)"}),
+                "width": ("INT", {"default": 512, "min": 64, "max": 8192, "step": 8,
+                                  "tooltip": "Ignored when a start image or latent is given"}),
+                "height": ("INT", {"default": 512, "min": 64, "max": 8192, "step": 8}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+                "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+                "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+                "sampler_name": (comfy.samplers.KSampler.SAMPLERS,),
+                "scheduler": (comfy.samplers.KSampler.SCHEDULERS,),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+            },
+            "optional": {
+                "start_latent": ("LATENT", {"tooltip": "1 frame (repeated) or exactly `frames` frames"}),
+                "start_image": ("IMAGE", {"tooltip": "Encoded with `vae`; 1 frame (repeated) or `frames` frames"}),
+                "vae": ("VAE",),
+            },
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+    CATEGORY = category("Sampling")
+
+    def _clip(self, samples: torch.Tensor, frames: int, input_name: str) -> torch.Tensor:
+        if samples.shape[0] == 1:
+            return samples.repeat(frames, 1, 1, 1)
+        if samples.shape[0] != frames:
+            raise input_error(self.TITLE, f"{input_name} has {samples.shape[0]} frames but frames is {frames}: "
+                                          f"give 1 frame (it is repeated) or exactly {frames}")
+        return samples
+
+    def _start(self, frames, width, height, start_latent, start_image, vae) -> torch.Tensor:
+        if start_latent is not None and start_image is not None:
+            raise input_error(self.TITLE, "connect either start_latent or start_image, not both")
+        if start_latent is not None:
+            return self._clip(start_latent["samples"], frames, "start_latent")
+        if start_image is not None:
+            if vae is None:
+                raise input_error(self.TITLE, "start_image needs a VAE: connect the checkpoint's VAE to `vae`")
+            return self._clip(vae.encode(start_image[:, :, :, :3]), frames, "start_image")
+        return torch.zeros(frames, LATENT_CHANNELS, height // 8, width // 8)
+
+    def sample(self, model, positive, negative, frames, width, height, seed, steps, cfg, sampler_name, scheduler,
+               denoise, start_latent=None, start_image=None, vae=None):
+        latent = self._start(frames, width, height, start_latent, start_image, vae)
+        if hasattr(comfy.sample, "fix_empty_latent_channels"):
+            latent = comfy.sample.fix_empty_latent_channels(model, latent)
+        noise = comfy.sample.prepare_noise(latent, seed)
+        report_step = latent_preview.prepare_callback(model, steps)
+
+        def on_step(step, x0, x, total_steps):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            report_step(step, x0, x, total_steps)
+
+        samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                                      denoise=denoise, callback=on_step, disable_pbar=True, seed=seed)
+        return ({"samples": samples},)
+
+
+NODE_CLASSES = {node_id("GifSampler"): GifSampler}
+NODE_DISPLAY_NAMES = {key: display_name(cls.TITLE) for key, cls in NODE_CLASSES.items()}

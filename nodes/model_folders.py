@@ -1,0 +1,34 @@
+"""Model folders the pack registers with ComfyUI (``models/<id>``), shared with AnimateDiff-Evolved users."""
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+MOTION_MODELS = "animatediff_models"
+WEIGHT_EXTENSIONS = {".ckpt", ".pt", ".pth", ".safetensors", ".sft"}
+
+
+def register(folder_id: str) -> None:
+    """Add ``<ComfyUI>/models/<folder_id>`` (created if missing) and accept weight-file extensions there."""
+    path = os.path.join(folder_paths.models_dir, folder_id)
+    os.makedirs(path, exist_ok=True)
+    if folder_id not in folder_paths.folder_names_and_paths or path not in folders(folder_id):
+        folder_paths.add_model_folder_path(folder_id, path)
+    paths, extensions = folder_paths.folder_names_and_paths[folder_id]
+    folder_paths.folder_names_and_paths[folder_id] = (paths, set(extensions) | WEIGHT_EXTENSIONS)
+
+
+def folders(folder_id: str) -> list[str]:
+    return list(folder_paths.get_folder_paths(folder_id))
+
+
+def files(folder_id: str) -> list[str]:
+    return folder_paths.get_filename_list(folder_id)
+
+
+def full_path(folder_id: str, name: str) -> str | None:
+    return folder_paths.get_full_path(folder_id, name)
+
+
+register(MOTION_MODELS)

@@ -1,0 +1,1 @@
+"""Pix2Gif engine: plain PyTorch, no ComfyUI imports."""

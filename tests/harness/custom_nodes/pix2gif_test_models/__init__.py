@@ -1,0 +1,167 @@
+"""Test-only custom nodes: a tiny SD1.5-topology MODEL/CLIP/VAE built in-process from ComfyUI's own classes.
+
+UNet: 4 levels (channel_mult 1,2,4,4 of 32 channels), 2 res blocks per level, attention on the first three levels,
+middle block with attention – the SD1.5 layout at 1/10 of the width, so AnimateDiff positions and channel
+checks behave as on the real model. CLIP: 2 layers × 64 (real CLIP tokenizer). VAE: TAESD with random weights.
+Registered only by the test harness; never shipped to users.
+"""
+import json
+import math
+import os
+import tempfile
+
+import torch
+
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_management
+import comfy.model_patcher
+import comfy.sd
+import comfy.sd1_clip
+import comfy.supported_models_base
+import comfy.taesd.taesd
+
+CONTEXT_DIM = 64
+MODEL_CHANNELS = 32
+
+
+def _tiny_clip_config_path() -> str:
+    config_dir = os.path.dirname(comfy.sd1_clip.__file__)
+    with open(os.path.join(config_dir, "sd1_clip_config.json")) as f:
+        config = json.load(f)
+    config.update(hidden_size=CONTEXT_DIM, intermediate_size=128, num_attention_heads=2,
+                  num_hidden_layers=2, projection_dim=CONTEXT_DIM)
+    path = os.path.join(tempfile.gettempdir(), "pix2gif_tiny_clip_config.json")
+    with open(path, "w") as f:
+        json.dump(config, f)
+    return path
+
+
+TINY_CLIP_CONFIG = _tiny_clip_config_path()
+
+
+def init_weights(module: torch.nn.Module, seed: int) -> None:
+    """ComfyUI's ops leave weights uninitialised: norms 1/0, linear/conv N(0, 1/fan_in), embeddings N(0, .02)."""
+    generator = torch.Generator().manual_seed(seed)
+    nn = torch.nn
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.GroupNorm, nn.LayerNorm)) and m.weight is not None:
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+            elif isinstance(m, nn.Embedding):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=generator) * 0.02)
+            elif isinstance(m, (nn.Linear, nn.Conv2d)):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=generator) / math.sqrt(m.weight[0].numel()))
+                if m.bias is not None:
+                    m.bias.zero_()
+
+
+class TinySD15(comfy.supported_models_base.BASE):
+    unet_config = dict(
+        image_size=32, in_channels=4, out_channels=4, model_channels=MODEL_CHANNELS,
+        num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
+        transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+        transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],  # popped from the end: output_blocks.0 first
+        transformer_depth_middle=1, context_dim=CONTEXT_DIM, use_linear_in_transformer=False,
+        adm_in_channels=None, use_spatial_transformer=True, legacy=False, use_checkpoint=False,
+        use_temporal_resblock=False, use_temporal_attention=False)
+    unet_extra_config = {"num_heads": 8, "num_head_channels": -1}
+    latent_format = comfy.latent_formats.SD15
+
+
+class TinyClipText(comfy.sd1_clip.SDClipModel):
+    def __init__(self, device="cpu", dtype=None, **kwargs):
+        kwargs["textmodel_json_config"] = TINY_CLIP_CONFIG
+        super().__init__(device=device, dtype=dtype, **kwargs)
+
+
+class TinyClip(comfy.sd1_clip.SD1ClipModel):
+    def __init__(self, device="cpu", dtype=None, **kwargs):
+        kwargs["clip_model"] = TinyClipText
+        super().__init__(device=device, dtype=dtype, **kwargs)
+
+
+class TinySDXLTopology(TinySD15):
+    """Three levels like SDXL's UNet (9 input blocks), for 'wrong base model' tests."""
+    unet_config = dict(TinySD15.unet_config, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4],
+                       transformer_depth=[0, 0, 1, 1, 1, 1], transformer_depth_output=[1, 1, 1, 1, 1, 1, 0, 0, 0])
+
+
+TOPOLOGIES = {"sd15": TinySD15, "sdxl": TinySDXLTopology}
+
+
+def build_model(seed: int, topology: str = "sd15") -> comfy.model_patcher.ModelPatcher:
+    config_class = TOPOLOGIES[topology]
+    config = config_class(dict(config_class.unet_config))
+    config.set_inference_dtype(torch.float32, None)
+    model = comfy.model_base.BaseModel(config, device=torch.device("cpu"))
+    init_weights(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                            offload_device=comfy.model_management.unet_offload_device())
+
+
+def build_clip(seed: int) -> comfy.sd.CLIP:
+    with torch.no_grad():
+        clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, TinyClip))
+        init_weights(clip.cond_stage_model, seed)
+    return clip
+
+
+def build_vae(seed: int) -> comfy.sd.VAE:
+    taesd = comfy.taesd.taesd.TAESD()
+    init_weights(taesd, seed)
+    return comfy.sd.VAE(sd=taesd.state_dict())
+
+
+class TinyCheckpoint:
+    """Stands in for CheckpointLoaderSimple in tests; same outputs."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                             "topology": (list(TOPOLOGIES), {"default": "sd15"})}}
+
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+    CATEGORY = "pix2gif_tests"
+
+    def load(self, seed, topology="sd15"):
+        return build_model(seed, topology), build_clip(seed + 1), build_vae(seed + 2)
+
+
+#: what the capture nodes received in the last prompt, by their `key` input (read by the tests)
+CAPTURED: dict = {}
+
+
+class CaptureLatent:
+    """Output node that keeps the LATENT it receives in CAPTURED[key]."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",), "key": ("STRING", {"default": "latent"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "capture"
+    OUTPUT_NODE = True
+    CATEGORY = "pix2gif_tests"
+
+    def capture(self, samples, key):
+        CAPTURED[key] = samples["samples"].clone()
+        return {}
+
+
+class CaptureImage(CaptureLatent):
+    """Output node that keeps the IMAGE batch it receives in CAPTURED[key]."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "key": ("STRING", {"default": "image"})}}
+
+    def capture(self, images, key):
+        CAPTURED[key] = images.clone()
+        return {}
+
+
+NODE_CLASS_MAPPINGS = {"Pix2GifTest_TinyCheckpoint": TinyCheckpoint, "Pix2GifTest_CaptureLatent": CaptureLatent,
+                       "Pix2GifTest_CaptureImage": CaptureImage}

@@ -1,0 +1,60 @@
+"""Run a bundled UI-format workflow headless on an embedded ComfyUI host (installed by ``bash .ci/setup``).
+
+    .comfy-ci/venv/bin/python tests/harness/run_workflow.py workflows/animatediff_txt2gif.json --tiny-models
+
+``--tiny-models`` swaps the checkpoint and motion-model loaders for tiny random-weight models (no downloads)
+and shrinks the clip, so the graph runs in seconds on a CPU; without it the workflow's own model files must be
+in ``--models`` (``checkpoints/``, ``animatediff_models/``). Files the workflow saves are copied to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+HARNESS_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(HARNESS_DIR))
+import comfy_host  # noqa: E402
+import workflow  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("workflow", type=Path)
+    parser.add_argument("--host", default="0.3.75", help="2024-03, 0.3.75, or a path to a ComfyUI tree")
+    parser.add_argument("--out", type=Path, default=Path("output"))
+    parser.add_argument("--tiny-models", action="store_true")
+    parser.add_argument("--models", type=Path, help="folder with checkpoints/ and animatediff_models/")
+    args = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="pix2gif-run-"))
+    host = comfy_host.start(args.host, workdir, (HARNESS_DIR / "custom_nodes",))
+    import folder_paths
+    import nodes
+
+    sys.path.append(str(comfy_host.REPO_ROOT))
+    prompt = workflow.to_prompt(workflow.load(args.workflow), nodes.NODE_CLASS_MAPPINGS)
+    if args.tiny_models:
+        workflow.use_tiny_models(prompt, workdir / "animatediff_models")
+        folder_paths.add_model_folder_path("animatediff_models", str(workdir / "animatediff_models"))
+    if args.models:
+        for folder in ("checkpoints", "animatediff_models"):
+            folder_paths.add_model_folder_path(folder, str(args.models / folder))
+    result = host.run(prompt, {"extra_pnginfo": {"workflow": workflow.load(args.workflow)}})
+    if not result.success:
+        print(result.error or result.validation_error, file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    for node_id, output in result.outputs.items():
+        for item in output.get("images", []):
+            source = Path(folder_paths.get_directory_by_type(item["type"])) / item["subfolder"] / item["filename"]
+            shutil.copy2(source, args.out / item["filename"])
+            print(f"node {node_id}: wrote {args.out / item['filename']}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Convert a ComfyUI UI-format workflow (what the browser saves and the template browser loads) into the API
+prompt the executor runs, using the live node definitions of a booted host to name widget values."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+SEED_NAMES = ("seed", "noise_seed")
+
+
+def _is_widget(spec) -> bool:
+    kind = spec[0]
+    return isinstance(kind, (list, tuple)) or kind in WIDGET_TYPES
+
+
+def _takes_control_value(name: str, spec) -> bool:
+    """The front end adds a 'control after generate' value after seed-like INT widgets."""
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return spec[0] == "INT" and (name in SEED_NAMES or options.get("control_after_generate", False))
+
+
+def to_prompt(workflow: dict, node_classes: dict) -> dict:
+    """API prompt ``{id: {"class_type", "inputs"}}`` for the active nodes of a UI workflow."""
+    links = {link[0]: link for link in workflow["links"]}  # [id, from_node, from_slot, to_node, to_slot, type]
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node.get("mode", 0) != 0:  # muted or bypassed
+            continue
+        definition = node_classes[node["type"]].INPUT_TYPES()
+        specs = {**definition.get("required", {}), **definition.get("optional", {})}
+        linked = {slot["name"]: links[slot["link"]] for slot in node.get("inputs", []) if slot.get("link") is not None}
+        values = list(node.get("widgets_values", []))
+        inputs = {}
+        for name, spec in specs.items():
+            if _is_widget(spec) and values:
+                inputs[name] = values.pop(0)
+                if _takes_control_value(name, spec) and values:
+                    values.pop(0)
+            if name in linked:
+                inputs[name] = [str(linked[name][1]), linked[name][2]]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+def load(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+TINY_SIZE = 64
+TINY_STEPS = 4
+TINY_MOTION_FILE = "tiny_v3.safetensors"
+
+
+def _fixture(name: str):
+    import importlib.util
+    import sys
+
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parent.parent / "fixtures" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
+    """Swap real model loaders for the tiny test models and shrink sizes/steps so ``prompt`` runs on a CPU.
+
+    Needs the test-only custom nodes (tests/harness/custom_nodes) loaded and the repository root on sys.path.
+    """
+    motion_dir.mkdir(parents=True, exist_ok=True)
+    fixtures = _fixture("motion_checkpoints")
+    fixtures.write_safetensors(motion_dir / TINY_MOTION_FILE, fixtures.make_motion_state_dict("v3", seed=1))
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            node["class_type"] = "Pix2GifTest_TinyCheckpoint"
+            node["inputs"] = {"seed": 0, "topology": "sd15"}
+        elif node["class_type"] == "Pix2Gif_LoadMotionModel":
+            inputs["model_name"] = TINY_MOTION_FILE
+        for key in ("width", "height"):
+            if key in inputs and not isinstance(inputs[key], list):
+                inputs[key] = TINY_SIZE
+        if "steps" in inputs and not isinstance(inputs["steps"], list):
+            inputs["steps"] = min(inputs["steps"], TINY_STEPS)
