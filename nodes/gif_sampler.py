@@ -70,6 +70,8 @@ class GifSampler:
     def sample(self, model, positive, negative, frames, width, height, seed, steps, cfg, sampler_name, scheduler,
                denoise, start_latent=None, start_image=None, vae=None):
         latent = self._start(frames, width, height, start_latent, start_image, vae)
+        if denoise <= 0.0:  # nothing to denoise: the clip is the start (older hosts divide by denoise)
+            return ({"samples": latent},)
         if hasattr(comfy.sample, "fix_empty_latent_channels"):
             latent = comfy.sample.fix_empty_latent_channels(model, latent)
         noise = comfy.sample.prepare_noise(latent, seed)

@@ -113,9 +113,8 @@ def detect_config(
 ) -> MotionModuleConfig:
     """Layout and version of a normalised motion-module state dict (see the module docstring for the rules).
 
-    ``version_override`` replaces the detected version; without PE tables the PE length is then its default.
-
     Channels come from the ``…temporal_transformer.norm.weight`` shapes, block and module counts from the keys.
+    ``version_override`` replaces the detected version; without PE tables the PE length is then its default.
     Raises :class:`Pix2GifInputError` naming ``source`` for LoRA files, files without motion modules and
     layouts that do not fit SD1.5 (e.g. SDXL-family modules with 3 down blocks).
     """

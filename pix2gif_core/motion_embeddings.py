@@ -5,7 +5,7 @@ Per selected temporal attention ("layer", named ``<motion module>.attention_bloc
 
 - query/key embedding ``qk`` (1, L, C), shared by all positions: Q and K read ``hidden + (pe + qk)``, i.e. the
   embedding is folded into AnimateDiff's own position-encoding add (performance.md §5);
-- value embedding ``v`` (h·w, L, C), one row per token of the layer's h×w grid: V reads ``hidden + (pe + v)``,
+- value embedding ``v`` (h·w, L, C), one row per token of the layer's h×w grid: V reads ``hidden + pe + v``,
   broadcast over the videos of the batch (the motion module lays tokens out b-major, n = b·h·w + y·w + x).
   V never sees ``qk`` (the reference feeds V its ``origin_hidden_states``), so V's input is a second add over
   the tokens (``hidden + pe`` when the value embedding is off) — the one cost over plain attention.
@@ -415,18 +415,19 @@ class MotionEmbeddingAttention:
         self._cache: tuple[Tensor, Tensor | None] | None = None
 
     def prepared(self, frames: int, like: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(qk (F, C), value (h·w, F, C) or None): resampled, mode applied, × strength, in ``like``'s dtype/device."""
+        """(qk (F, C), value offset ``v − qk`` (h·w, F, C) or None) for F frames: resampled, mode applied,
+        × strength, in ``like``'s dtype/device."""
         tensors = [self.layer.qk] if self.value is None else [self.layer.qk, self.value]
         tracked = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
         key = (frames, like.dtype, like.device, *(_update_count(t) for t in tensors))
         if not tracked and key == self._cache_key and self._cache is not None:
             return self._cache
         qk = resample_frames(self.layer.qk, frames)[0] * self.strength
-        value = None
+        offset = None
         if self.value is not None:
             value = resample_frames(resample_tokens(self.value, self.layer.token_hw, self.token_hw), frames)
-            value = (frame_differences(value) if self.mode == "object" else value) * self.strength
-        result = (qk.to(like), None if value is None else value.to(like))
+            offset = (frame_differences(value) if self.mode == "object" else value) * self.strength - qk
+        result = (qk.to(like), None if offset is None else offset.to(like))
         if not tracked:
             self._cache_key, self._cache = key, result
         return result
@@ -434,21 +435,22 @@ class MotionEmbeddingAttention:
     def __call__(self, attn: TemporalSelfAttention, hidden: Tensor, pe: Tensor) -> Tensor:
         """``hidden`` (N, F, C) with N = b·h·w (b-major), ``pe`` (F, C) → attended values (N, F, C) before to_out.
 
-        Q, K read ``hidden + pe + qk``; V reads ``hidden + pe + v`` (never the query/key embedding, as the
-        reference's ``origin_hidden_states``), or ``hidden + pe`` when the value embedding is off.
+        Q, K read ``tokens = hidden + (pe + qk)``. V reads ``hidden + pe + v`` — never the query/key embedding,
+        as the reference's ``origin_hidden_states`` — computed as ``tokens + (v − qk)`` with the cached offset (one
+        add per call; exact when the embeddings are zero), or ``hidden + pe`` when the value embedding is off.
         """
-        qk, value = self.prepared(hidden.shape[1], hidden)
+        qk, value_offset = self.prepared(hidden.shape[1], hidden)
         tokens = hidden + (pe + qk)
-        if value is None:
+        if value_offset is None:
             value_tokens = hidden + pe
         else:
-            positions = value.shape[0]
+            positions = value_offset.shape[0]
             if hidden.shape[0] % positions:
                 raise ValueError(
                     f"temporal attention got {hidden.shape[0]} token sequences, not a multiple of the "
                     f"{self.token_hw[0]}×{self.token_hw[1]} grid given to its motion embeddings"
                 )
-            value_tokens = (hidden.unflatten(0, (-1, positions)) + (pe + value)).flatten(0, 1)
+            value_tokens = (tokens.unflatten(0, (-1, positions)) + value_offset).flatten(0, 1)
         return attn.attend(attn.to_q(tokens), attn.to_k(tokens), attn.to_v(value_tokens))
 
 
@@ -506,7 +508,9 @@ class MotionEmbeddingPatch:
 
 
 def save_motion_embeddings(embeddings: MotionEmbeddings, path: str | os.PathLike) -> None:
-    """Write ``embeddings`` as ``.safetensors`` (keys ``<layer>.qk``/``<layer>.v``, metadata as strings)."""
+    """Write ``embeddings`` as ``.safetensors`` (keys ``<layer>.qk``/``<layer>.v``, metadata as strings).
+
+    Written to a temporary file beside ``path`` and renamed, so a failed save never leaves a half-written file."""
     tensors = {}
     for name, layer in embeddings.layers.items():
         tensors[f"{name}.qk"] = layer.qk.detach().cpu().contiguous()
@@ -522,7 +526,9 @@ def save_motion_embeddings(embeddings: MotionEmbeddings, path: str | os.PathLike
         "motion_module_version": embeddings.motion_module_version,
         "channels": json.dumps(embeddings.channel_layout),
     }
-    save_file(tensors, os.fspath(path), metadata=metadata)
+    partial = f"{os.fspath(path)}.partial"
+    save_file(tensors, partial, metadata=metadata)
+    os.replace(partial, path)
 
 
 _RESERVED_METADATA = ("format", "layers", "frames", "pixel_hw", "token_hw", "motion_module_version", "channels")

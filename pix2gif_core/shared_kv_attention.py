@@ -27,7 +27,9 @@ SHARING_MODES = ("replace", "concat")
 def _chunk_count(tokens: Tensor, video_length: int, name: str) -> int:
     """Number of ``video_length``-frame chunks in the batch of ``tokens`` ``(B·F, T, C)``."""
     if tokens.dim() != 3:
-        raise Pix2GifInputError(f"{name} has shape {tuple(tokens.shape)}; expected (frames × chunks, tokens, channels).")
+        raise Pix2GifInputError(
+            f"{name} has shape {tuple(tokens.shape)}; expected (frames × chunks, tokens, channels)."
+        )
     if video_length < 1 or tokens.shape[0] % video_length:
         raise Pix2GifInputError(
             f"{name} holds {tokens.shape[0]} frames, not a whole number of videos of video_length={video_length}; "
@@ -38,7 +40,9 @@ def _chunk_count(tokens: Tensor, video_length: int, name: str) -> int:
 
 def _check_mode(mode: str) -> None:
     if mode not in SHARING_MODES:
-        raise Pix2GifInputError(f"key/value sharing mode '{mode}' is unknown; choose one of {', '.join(SHARING_MODES)}.")
+        raise Pix2GifInputError(
+            f"key/value sharing mode '{mode}' is unknown; choose one of {', '.join(SHARING_MODES)}."
+        )
 
 
 def first_frame_kv(k: Tensor, v: Tensor, video_length: int, mode: str) -> tuple[Tensor, Tensor]:

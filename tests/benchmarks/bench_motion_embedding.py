@@ -8,8 +8,8 @@ median ratio and p10–p90 over the repetitions (after one warm-up call each).
 1. Whole attention (``TemporalSelfAttention.forward``: PE, Q/K/V, SDPA, to_out): plain vs query/key embedding
    only (mode "camera") vs query/key + value embedding (mode "as_trained"). Target ≤ 1.05 (performance.md §6).
 2. Token inputs only (what differs): plain ``hidden + pe`` vs the same again (A/A noise control) vs the
-   embedding inputs. Q/K read ``hidden + (pe + qk)`` (folded into the PE add); V reads ``hidden + pe`` or
-   ``hidden + (pe + v)`` — a second full add, since V must not see the query/key embedding.
+   embedding inputs. Q/K read ``tokens = hidden + (pe + qk)`` (folded into the PE add); V reads ``hidden + pe``
+   or ``tokens + (v − qk)`` — a second full add, since V must not see the query/key embedding.
 
 Run: ``OMP_NUM_THREADS=1 .comfy-ci/venv/bin/python tests/benchmarks/bench_motion_embedding.py`` (≈3 min on a
 2-core VM; ``REPS`` overrides the 15 repetitions).
@@ -98,7 +98,7 @@ def main() -> None:
                 ),
             )
             pe = attn.position_encoding(FRAMES, hidden)
-            qk, value = qk_and_v.prepared(FRAMES, hidden)
+            qk, value_offset = qk_and_v.prepared(FRAMES, hidden)
             _report(
                 f"token inputs {shape}",
                 paired_ratios(
@@ -107,8 +107,8 @@ def main() -> None:
                         "plain again (A/A)": lambda: hidden + pe,
                         "qk: Q/K and V inputs": lambda: (hidden + (pe + qk), hidden + pe),
                         "qk + v: Q/K and V": lambda: (
-                            hidden + (pe + qk),
-                            (hidden.unflatten(0, (VIDEOS, positions)) + (pe + value)).flatten(0, 1),
+                            tokens := hidden + (pe + qk),
+                            (tokens.unflatten(0, (VIDEOS, positions)) + value_offset).flatten(0, 1),
                         ),
                     },
                 ),

@@ -47,7 +47,9 @@ HEADS, VIDEOS = 8, 2
 Case = tuple[str, str, Callable[[], Tensor], Callable[[], Tensor], int]
 
 
-def naive_window_core(attn: TemporalSelfAttention, q: Tensor, k: Tensor, v: Tensor, k_pos: Tensor, v_pos: Tensor) -> Tensor:
+def naive_window_core(
+    attn: TemporalSelfAttention, q: Tensor, k: Tensor, v: Tensor, k_pos: Tensor, v_pos: Tensor
+) -> Tensor:
     """Window attention with the window's keys/values gathered per query frame: (N, F, W, C) each."""
     frames, window = q.shape[1], k_pos.shape[0]
     sources = (torch.arange(frames)[:, None] - window + 1 + torch.arange(window)[None]).clamp(min=0).to(q.device)
@@ -61,7 +63,8 @@ def naive_window_core(attn: TemporalSelfAttention, q: Tensor, k: Tensor, v: Tens
 def plain_self_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Spatial self-attention per frame, ``(B·F, T, C)`` → ``(B·F, T, C)``."""
     split = lambda t: rearrange(t, "b t (h d) -> b h t d", h=HEADS)  # noqa: E731
-    return rearrange(torch.nn.functional.scaled_dot_product_attention(split(q), split(k), split(v)), "b h t d -> b t (h d)")
+    attended = torch.nn.functional.scaled_dot_product_attention(split(q), split(k), split(v))
+    return rearrange(attended, "b h t d -> b t (h d)")
 
 
 def temporal_cases(channels: int, size: int, frames: int, pairs: int, device: torch.device, naive: bool) -> list[Case]:

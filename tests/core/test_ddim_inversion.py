@@ -75,7 +75,8 @@ def test_clean_latent_noise_is_read_at_the_first_level():
 
 def test_progress_and_cancel():
     reported = []
-    ddim_invert(torch.zeros(1, 2), torch.tensor([2.0, 1.0, 0.0]), lambda x, s: x, progress=lambda *a: reported.append(a))
+    sigmas = torch.tensor([2.0, 1.0, 0.0])
+    ddim_invert(torch.zeros(1, 2), sigmas, lambda x, s: x, progress=lambda *args: reported.append(args))
     assert reported == [(1, 2), (2, 2)]
 
     class Cancelled(Exception):

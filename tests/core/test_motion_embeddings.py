@@ -332,6 +332,7 @@ def test_save_load_round_trip_is_exact(tmp_path) -> None:
     )
     path = tmp_path / "walk.safetensors"
     save_motion_embeddings(embeddings, path)
+    assert [entry.name for entry in tmp_path.iterdir()] == ["walk.safetensors"]
     loaded = load_motion_embeddings(path)
     assert list(loaded.layers) == [LAYER, other]
     assert (loaded.frames, loaded.pixel_hw, loaded.motion_module_version) == (5, (256, 384), "v3")

@@ -71,9 +71,11 @@ def reference_motion_module(params: dict[str, Tensor], x: Tensor, frames: int, k
         weights = weights / weights.sum(-1, keepdim=True)
         attended = torch.einsum("byxnfg,byxgnd->byxfnd", weights, v).reshape(tokens.shape)
         hidden = hidden + reference_linear(attended, params, attention + "to_out.0")
-    projected = reference_linear(reference_layer_norm(hidden, params, BLOCK + "ff_norm"), params, BLOCK + "ff.net.0.proj")
+    normed_tokens = reference_layer_norm(hidden, params, BLOCK + "ff_norm")
+    projected = reference_linear(normed_tokens, params, BLOCK + "ff.net.0.proj")
     value, gate = projected[..., : 4 * channels], projected[..., 4 * channels :]
-    hidden = hidden + reference_linear(value * 0.5 * gate * (1 + torch.erf(gate / math.sqrt(2))), params, BLOCK + "ff.net.2")
+    gated = value * 0.5 * gate * (1 + torch.erf(gate / math.sqrt(2)))  # GELU(gate), exact erf form
+    hidden = hidden + reference_linear(gated, params, BLOCK + "ff.net.2")
     out = reference_linear(hidden, params, T + "proj_out")
     return x + torch.einsum("byxfc->bfcyx", out).reshape(x.shape)
 

@@ -153,3 +153,15 @@ def test_gradients_match_reference():
     (got,) = torch.autograd.grad((PositionCorrectedWindowAttention(3)(attn, hidden, pe) * weights).sum(), hidden)
     (expected,) = torch.autograd.grad((naive_window_attention(attn, hidden, pe, 3) * weights).sum(), hidden)
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("frames", [1, 5])
+def test_last_frame_of_a_full_window_equals_global_attention(frames):
+    """With W = F the last frame's window is every frame at its own position and its query carries its own PE."""
+    attn = make_attention()
+    hidden = torch.randn(3, frames, 8, dtype=torch.float64)
+    with torch.no_grad():
+        windowed, global_ = attn(hidden, PositionCorrectedWindowAttention()), attn(hidden)
+    torch.testing.assert_close(windowed[:, -1], global_[:, -1])
+    if frames > 1:
+        assert (windowed[:, 0] - global_[:, 0]).abs().max() > 1e-3

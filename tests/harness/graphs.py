@@ -27,6 +27,16 @@ def txt2vid(motion_file: str | None = None, *, frames: int = 8, size: int = 64, 
     if sampler == "gif":
         prompt["sample"] = {"class_type": "Pix2Gif_GifSampler",
                             "inputs": {**common, "frames": frames, "width": size, "height": size}}
+    elif sampler == "custom":
+        prompt["empty"] = {"class_type": "EmptyLatentImage",
+                           "inputs": {"width": size, "height": size, "batch_size": frames}}
+        prompt["select"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
+        prompt["sigmas"] = {"class_type": "BasicScheduler",
+                            "inputs": {"model": model, "scheduler": "normal", "steps": steps, "denoise": denoise}}
+        prompt["sample"] = {"class_type": "SamplerCustom",
+                            "inputs": {"model": model, "add_noise": True, "noise_seed": seed, "cfg": 7.0,
+                                       "positive": ["pos", 0], "negative": ["neg", 0], "sampler": ["select", 0],
+                                       "sigmas": ["sigmas", 0], "latent_image": ["empty", 0]}}
     else:
         prompt["empty"] = {"class_type": "EmptyLatentImage",
                            "inputs": {"width": size, "height": size, "batch_size": frames}}

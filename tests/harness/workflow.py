@@ -3,6 +3,7 @@ prompt the executor runs, using the live node definitions of a booted host to na
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -51,11 +52,11 @@ def load(path: Path) -> dict:
 TINY_SIZE = 64
 TINY_STEPS = 4
 TINY_MOTION_FILE = "tiny_v3.safetensors"
+TINY_PIX2GIF_FILE = "tiny_pix2gif.ckpt"
 
 
 def _fixture(name: str):
     import importlib.util
-    import sys
 
     if name not in sys.modules:
         path = Path(__file__).resolve().parent.parent / "fixtures" / f"{name}.py"
@@ -65,10 +66,26 @@ def _fixture(name: str):
     return sys.modules[name]
 
 
+def write_tiny_pix2gif(path: Path, seed: int = 0) -> Path:
+    """A tiny Pix2Gif training checkpoint (exact Lightning layout) built from the test pack's tiny ComfyUI parts.
+
+    Needs the test-only custom nodes loaded and the repository root on sys.path.
+    """
+    import nodes
+
+    test_pack = sys.modules[nodes.NODE_CLASS_MAPPINGS["Pix2GifTest_TinyCheckpoint"].__module__]
+    fixtures = _fixture("pix2gif_checkpoints")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return fixtures.write_lightning_ckpt(path, fixtures.make_pix2gif_state_dict(*test_pack.tiny_pix2gif_parts(seed),
+                                                                                seed=seed))
+
+
 def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
     """Swap real model loaders for the tiny test models and shrink sizes/steps so ``prompt`` runs on a CPU.
 
-    Needs the test-only custom nodes (tests/harness/custom_nodes) loaded and the repository root on sys.path.
+    A Pix2Gif checkpoint name becomes a tiny Pix2Gif file written next to ``motion_dir`` (in ``checkpoints/``,
+    registered with the host). Needs the test-only custom nodes (tests/harness/custom_nodes) loaded and the
+    repository root on sys.path.
     """
     motion_dir.mkdir(parents=True, exist_ok=True)
     fixtures = _fixture("motion_checkpoints")
@@ -80,8 +97,21 @@ def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
             node["inputs"] = {"seed": 0, "topology": "sd15"}
         elif node["class_type"] == "Pix2Gif_LoadMotionModel":
             inputs["model_name"] = TINY_MOTION_FILE
+        elif node["class_type"] == "Pix2Gif_LoadPix2GifModel":
+            inputs["ckpt_name"] = _tiny_pix2gif_file(motion_dir.parent / "checkpoints")
         for key in ("width", "height"):
             if key in inputs and not isinstance(inputs[key], list):
                 inputs[key] = TINY_SIZE
         if "steps" in inputs and not isinstance(inputs["steps"], list):
             inputs["steps"] = min(inputs["steps"], TINY_STEPS)
+
+
+def _tiny_pix2gif_file(folder: Path) -> str:
+    """Write (once per folder) the tiny Pix2Gif checkpoint into ``folder``, registered as a checkpoints folder."""
+    import folder_paths
+
+    if not (folder / TINY_PIX2GIF_FILE).is_file():
+        write_tiny_pix2gif(folder / TINY_PIX2GIF_FILE)
+    if str(folder) not in folder_paths.get_folder_paths("checkpoints"):
+        folder_paths.add_model_folder_path("checkpoints", str(folder))
+    return TINY_PIX2GIF_FILE

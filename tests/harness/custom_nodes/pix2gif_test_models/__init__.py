@@ -165,3 +165,41 @@ class CaptureImage(CaptureLatent):
 
 NODE_CLASS_MAPPINGS = {"Pix2GifTest_TinyCheckpoint": TinyCheckpoint, "Pix2GifTest_CaptureLatent": CaptureLatent,
                        "Pix2GifTest_CaptureImage": CaptureImage}
+
+
+# --- Pix2Gif: a tiny checkpoint in the exact Lightning layout (methods.md §2.5) -------------------------------
+
+PIX2GIF_CONTEXT_DIM = 768  # CLIP-L width: the interval embedding and the FlowNet's injection module fix it
+TINY_PIX2GIF_CLIP = dict(hidden_size=PIX2GIF_CONTEXT_DIM, projection_dim=PIX2GIF_CONTEXT_DIM, num_hidden_layers=1,
+                         intermediate_size=128, num_attention_heads=12)
+TINY_PIX2GIF_VAE = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=32,
+                        ch_mult=[1, 1, 1, 1], num_res_blocks=1, attn_resolutions=[], dropout=0.0)
+
+
+class TinyPix2GifUNet(TinySD15):
+    """Pix2Gif's 12-channel UNet (noisy | source | warped latents), 768-wide context, shrunk to two levels of one
+    ResBlock (32 and 64 channels) with attention on the 16×16 level only, so 32×32 latents stay fast on a CPU."""
+    unet_config = dict(TinySD15.unet_config, in_channels=12, context_dim=PIX2GIF_CONTEXT_DIM, num_res_blocks=[1, 1],
+                       channel_mult=[1, 2], transformer_depth=[0, 1], transformer_depth_output=[0, 0, 1, 1])
+
+
+def tiny_pix2gif_parts(seed: int) -> tuple[dict, dict, dict]:
+    """(UNet, VAE, CLIP) state dicts with LDM names: the tiny 12-channel UNet, a KL-f8 VAE of 32 channels, and a
+    1-layer CLIP text model of CLIP-L width (stored in float16: its 49408-token embedding is most of the file)."""
+    import comfy.clip_model
+    import comfy.ldm.models.autoencoder
+    import comfy.ops
+
+    config = TinyPix2GifUNet(dict(TinyPix2GifUNet.unet_config))
+    config.set_inference_dtype(torch.float32, None)
+    unet = comfy.model_base.BaseModel(config, device=torch.device("cpu")).diffusion_model
+    init_weights(unet, seed)
+    vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=TINY_PIX2GIF_VAE, embed_dim=4)
+    init_weights(vae, seed + 1)
+    with open(os.path.join(os.path.dirname(comfy.sd1_clip.__file__), "sd1_clip_config.json")) as f:
+        clip_config = {**json.load(f), **TINY_PIX2GIF_CLIP}
+    with torch.no_grad():
+        text_model = comfy.clip_model.CLIPTextModel(clip_config, torch.float32, "cpu", comfy.ops.disable_weight_init)
+    init_weights(text_model, seed + 2)
+    clip = {k: v.half() for k, v in text_model.state_dict().items() if k.startswith("text_model.")}
+    return unet.state_dict(), vae.state_dict(), clip
