@@ -25,6 +25,9 @@ from ..pix2gif_core.motion_module import MotionModuleSet, unet_position
 
 #: transformer_options key under which other nodes put ``{motion-module name: temporal attention variant}``
 TEMPORAL_VARIANTS_KEY = "pix2gif_temporal_variants"
+#: transformer_options key under which other nodes put callables ``(latent_hw) -> {name: variant}``, evaluated
+#: before every UNet call (for variants that depend on the latent size, e.g. Motion-Inversion value embeddings)
+TEMPORAL_VARIANT_PROVIDERS_KEY = "pix2gif_temporal_variant_providers"
 #: transformer_options key marking a MODEL that already carries a motion model (its name)
 MOTION_MODEL_KEY = "pix2gif_motion_model"
 
@@ -119,6 +122,8 @@ def _frame_wrapper(context: FrameContext, previous):
                 "latent batch size (frames) to 2 or more, 16 is what the motion modules were trained on")
         transformer_options = args["c"].get("transformer_options", {})
         context.variants = dict(transformer_options.get(TEMPORAL_VARIANTS_KEY, {}))
+        for provider in transformer_options.get(TEMPORAL_VARIANT_PROVIDERS_KEY, ()):
+            context.variants.update(provider(tuple(x.shape[-2:])))
         if previous is not None:
             return previous(apply_model, args)
         return apply_model(x, args["timestep"], **args["c"])
@@ -163,12 +168,23 @@ def inject(model, motion: LoadedMotionModel, *, key_scale: float, cross_frame_gr
     return patched
 
 
-def set_temporal_variants(model, variants: dict):
-    """A clone of a motion-patched ``model`` whose named motion modules use ``variants`` (merged with earlier)."""
-    options = model.model_options.get("transformer_options", {})
-    if MOTION_MODEL_KEY not in options:
+def _motion_patched_clone(model):
+    if MOTION_MODEL_KEY not in model.model_options.get("transformer_options", {}):
         raise Pix2GifInputError("the MODEL has no motion model: connect it through 'Apply Motion Model' first")
     patched = model.clone()
-    transformer_options = patched.model_options.setdefault("transformer_options", {})
+    return patched, patched.model_options.setdefault("transformer_options", {})
+
+
+def set_temporal_variants(model, variants: dict):
+    """A clone of a motion-patched ``model`` whose named motion modules use ``variants`` (merged with earlier)."""
+    patched, transformer_options = _motion_patched_clone(model)
     transformer_options[TEMPORAL_VARIANTS_KEY] = {**transformer_options.get(TEMPORAL_VARIANTS_KEY, {}), **variants}
+    return patched
+
+
+def add_temporal_variant_provider(model, provider):
+    """A clone of a motion-patched ``model`` that asks ``provider(latent_hw)`` for variants before each UNet call."""
+    patched, transformer_options = _motion_patched_clone(model)
+    transformer_options[TEMPORAL_VARIANT_PROVIDERS_KEY] = (*transformer_options.get(TEMPORAL_VARIANT_PROVIDERS_KEY, ()),
+                                                           provider)
     return patched

@@ -29,7 +29,8 @@ class LoadMotionModel:
             "model_name": (model_folders.files(model_folders.MOTION_MODELS),
                            {"tooltip": "File in models/animatediff_models"}),
             "version": (VERSIONS, {"default": "auto",
-                                   "tooltip": "auto: mid block ⇒ v2, position-encoding length 24 ⇒ v1, else v3"}),
+                                   "tooltip": "auto: mid block ⇒ v2; position-encoding length 32 or none ⇒ v3; "
+                                              "other lengths ⇒ v1"}),
         }}
 
     RETURN_TYPES = (MOTION_MODEL_TYPE,)

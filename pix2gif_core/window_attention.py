@@ -88,8 +88,9 @@ def _attend_chunk(
     out.view(n, f, h, d).copy_(attended.view(h, n, f, d).permute(1, 2, 0, 3))
 
 
-def _chunks(sequences: int, frames: int, window: int, channels: int, heads: int, like: Tensor,
-            chunk_bytes: int | None) -> Iterator[slice]:
+def _chunks(
+    sequences: int, frames: int, window: int, channels: int, heads: int, like: Tensor, chunk_bytes: int | None
+) -> Iterator[slice]:
     """Row ranges covering ``sequences``, each needing about ``chunk_bytes`` of working memory."""
     if chunk_bytes is None:
         chunk_bytes = CPU_CHUNK_BYTES if like.device.type == "cpu" else ACCELERATOR_CHUNK_BYTES

@@ -13,7 +13,7 @@ Encoders (all write to memory; inputs are the same uint8 frames):
 
 Time: paired, interleaved rounds (the order rotates every round) after one warm-up run of each; per round the
 ratio t_PILLOW / t_OURS; medians and p10-p90. Pillow's default costs ~4 s a run at 16 frames and ~15 s at 64 on
-the 2-core VM, so the default is 15 rounds at 16 frames and 5 at 64 (about 3.5 min in all).
+the idle 2-core VM, so the default is 15 rounds at 16 frames and 5 at 64 (about 3.5 min idle; longer under load).
 Quality: PSNR of the decoded GIF vs the source frames (mean over frames, dB); flicker = mean |(dec_t - dec_t-1)
 - (src_t - src_t-1)| over consecutive frames (8-bit levels; palette/dither noise that changes frame to frame).
 
