@@ -28,7 +28,7 @@ TEMPORAL_VARIANTS_KEY = "pix2gif_temporal_variants"
 #: transformer_options key under which other nodes put callables ``(latent_hw) -> {name: variant}``, evaluated
 #: before every UNet call (for variants that depend on the latent size, e.g. Motion-Inversion value embeddings)
 TEMPORAL_VARIANT_PROVIDERS_KEY = "pix2gif_temporal_variant_providers"
-#: transformer_options key marking a MODEL that already carries a motion model (its name)
+#: transformer_options key marking a MODEL that carries a motion model: ``{"name", "version"}``
 MOTION_MODEL_KEY = "pix2gif_motion_model"
 
 
@@ -146,7 +146,7 @@ def inject(model, motion: LoadedMotionModel, *, key_scale: float, cross_frame_gr
     options = model.model_options.get("transformer_options", {})
     if MOTION_MODEL_KEY in options:
         raise Pix2GifInputError(
-            f"this MODEL already carries motion model '{options[MOTION_MODEL_KEY]}'; apply one motion model "
+            f"this MODEL already carries motion model '{options[MOTION_MODEL_KEY]['name']}'; apply one motion model "
             "per MODEL (connect the checkpoint's MODEL output instead)")
     patched = model.clone()
     context = FrameContext()
@@ -164,13 +164,28 @@ def inject(model, motion: LoadedMotionModel, *, key_scale: float, cross_frame_gr
         patched.add_object_patch("model_sampling", _schedule_patch(model, beta_schedule))
     patched.set_model_unet_function_wrapper(
         _frame_wrapper(context, model.model_options.get("model_function_wrapper")))
-    patched.model_options.setdefault("transformer_options", {})[MOTION_MODEL_KEY] = motion.name
+    patched.model_options.setdefault("transformer_options", {})[MOTION_MODEL_KEY] = {
+        "name": motion.name, "version": motion.modules.config.version}
     return patched
 
 
-def _motion_patched_clone(model):
-    if MOTION_MODEL_KEY not in model.model_options.get("transformer_options", {}):
+def motion_model_info(model) -> dict:
+    """``{"name", "version"}`` of the motion model a MODEL carries; clear error if it carries none."""
+    info = model.model_options.get("transformer_options", {}).get(MOTION_MODEL_KEY)
+    if info is None:
         raise Pix2GifInputError("the MODEL has no motion model: connect it through 'Apply Motion Model' first")
+    return info
+
+
+def injected_motion_modules(model) -> dict[str, InjectedMotionModule]:
+    """The motion modules a motion-patched MODEL runs, by name (``down_blocks.0.motion_modules.0`` …)."""
+    motion_model_info(model)
+    return {layer.name: layer for block in model.object_patches.values() if isinstance(block, TimestepEmbedSequential)
+            for layer in block.children() if isinstance(layer, InjectedMotionModule)}
+
+
+def _motion_patched_clone(model):
+    motion_model_info(model)
     patched = model.clone()
     return patched, patched.model_options.setdefault("transformer_options", {})
 
