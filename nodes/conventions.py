@@ -23,10 +23,13 @@ def display_name(title: str) -> str:
 
 @contextmanager
 def reported_as(node_title: str):
-    """Prefix any :class:`Pix2GifInputError` raised inside with the node's title, so the user knows where."""
+    """Prefix any :class:`Pix2GifInputError` raised inside with the node's title, so the user knows where
+    (messages that already name a node, e.g. from :func:`input_error`, pass unchanged)."""
     try:
         yield
     except Pix2GifInputError as err:
+        if str(err).startswith("["):
+            raise
         raise Pix2GifInputError(f"[{node_title}] {err}") from None
 
 

@@ -41,6 +41,8 @@ class GifSampler:
                 "start_latent": ("LATENT", {"tooltip": "1 frame (repeated) or exactly `frames` frames"}),
                 "start_image": ("IMAGE", {"tooltip": "Encoded with `vae`; 1 frame (repeated) or `frames` frames"}),
                 "vae": ("VAE",),
+                "noise": ("LATENT", {"tooltip": "Start noise instead of the seed's (e.g. Motion Noise Prior); "
+                                                "exactly `frames` frames of the latent's size"}),
             },
         }
 
@@ -67,14 +69,25 @@ class GifSampler:
             return self._clip(vae.encode(start_image[:, :, :, :3]), frames, "start_image")
         return torch.zeros(frames, LATENT_CHANNELS, height // 8, width // 8)
 
+    def _given_noise(self, noise: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        if tuple(noise.shape) != tuple(latent.shape):
+            frames, _, height, width = latent.shape
+            raise input_error(self.TITLE, f"noise has shape {tuple(noise.shape)} but the clip to sample is "
+                                          f"{tuple(latent.shape)} ({frames} frames of {width * 8}×{height * 8} px); "
+                                          "make the noise from a clip of the same frame count and size")
+        return noise
+
     def sample(self, model, positive, negative, frames, width, height, seed, steps, cfg, sampler_name, scheduler,
-               denoise, start_latent=None, start_image=None, vae=None):
+               denoise, start_latent=None, start_image=None, vae=None, noise=None):
         latent = self._start(frames, width, height, start_latent, start_image, vae)
         if denoise <= 0.0:  # nothing to denoise: the clip is the start (older hosts divide by denoise)
             return ({"samples": latent},)
         if hasattr(comfy.sample, "fix_empty_latent_channels"):
             latent = comfy.sample.fix_empty_latent_channels(model, latent)
-        noise = comfy.sample.prepare_noise(latent, seed)
+        if noise is None:
+            noise = comfy.sample.prepare_noise(latent, seed)
+        else:
+            noise = self._given_noise(noise["samples"], latent)
         report_step = latent_preview.prepare_callback(model, steps)
 
         def on_step(step, x0, x, total_steps):

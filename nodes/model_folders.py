@@ -6,6 +6,7 @@ import os
 import folder_paths
 
 MOTION_MODELS = "animatediff_models"
+MOTION_EMBEDDINGS = "motion_embeddings"
 WEIGHT_EXTENSIONS = {".ckpt", ".pt", ".pth", ".safetensors", ".sft"}
 
 
@@ -32,3 +33,4 @@ def full_path(folder_id: str, name: str) -> str | None:
 
 
 register(MOTION_MODELS)
+register(MOTION_EMBEDDINGS)

@@ -131,7 +131,8 @@ def _frame_wrapper(context: FrameContext, previous):
     return wrapper
 
 
-def _schedule_patch(model, schedule: str):
+def schedule_patch(model, schedule: str):
+    """A copy of ``model``'s model_sampling on the ``schedule`` betas (noise_schedule names), for an object patch."""
     current = model.object_patches.get("model_sampling") or _original(model, "model_sampling")
     patched = copy.deepcopy(current)
     beta = noise_schedule.betas(schedule)
@@ -161,7 +162,7 @@ def inject(model, motion: LoadedMotionModel, *, key_scale: float, cross_frame_gr
         for path, norm in _cross_frame_norm_patches(model, context).items():
             patched.add_object_patch(path, norm)
     if beta_schedule is not None:
-        patched.add_object_patch("model_sampling", _schedule_patch(model, beta_schedule))
+        patched.add_object_patch("model_sampling", schedule_patch(model, beta_schedule))
     patched.set_model_unet_function_wrapper(
         _frame_wrapper(context, model.model_options.get("model_function_wrapper")))
     patched.model_options.setdefault("transformer_options", {})[MOTION_MODEL_KEY] = {

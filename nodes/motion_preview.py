@@ -40,64 +40,69 @@ def motion_inputs() -> dict:
     }
 
 
-def _field(height, width, motion, magnitude, direction, frames, center_x, center_y, sway_cycles, mask):
-    return motion_field(motion, magnitude, frames, height, width, direction_deg=direction,
-                        center=(center_x, center_y), sway_cycles=sway_cycles, mask=mask)
+class _ParametricMotion:
+    """What both nodes share: the source input plus the motion widgets and an optional MASK, and the warp."""
+
+    TITLE: str
+    SOURCE: tuple[str, str]
+    """(input name, ComfyUI type) of the one thing that moves."""
+    MASK_TOOLTIP: str
+    CATEGORY = category("Motion")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        name, kind = cls.SOURCE
+        return {"required": {name: (kind,), **motion_inputs()},
+                "optional": {"mask": ("MASK", {"tooltip": cls.MASK_TOOLTIP})}}
+
+    def _one(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.shape[0] != 1:
+            raise input_error(self.TITLE, f"{self.SOURCE[0]}: got a batch of {batch.shape[0]}; the motion animates "
+                                          "one (pick one, e.g. with 'ImageFromBatch' / 'Latent From Batch')")
+        return batch
+
+    def _warp(self, source: torch.Tensor, mask: torch.Tensor | None, motion, magnitude, direction, frames, edge,
+              center_x, center_y, sway_cycles) -> torch.Tensor:
+        """``source`` (1, C, H, W) → (frames, C, H, W); ``mask`` (1|F, H, W) or None; magnitude in its pixels."""
+        with reported_as(self.TITLE):
+            field = motion_field(motion, magnitude, frames, *source.shape[-2:], direction_deg=direction,
+                                 center=(center_x, center_y), sway_cycles=sway_cycles, mask=mask)
+            return warp_frames(source, field, edge)
 
 
-def _one(batch: torch.Tensor, title: str, input_name: str) -> torch.Tensor:
-    if batch.shape[0] != 1:
-        raise input_error(title, f"{input_name}: got a batch of {batch.shape[0]}; the motion animates one "
-                                 "(pick one, e.g. with 'ImageFromBatch' / 'Latent From Batch')")
-    return batch
-
-
-class MotionPreview:
+class MotionPreview(_ParametricMotion):
     TITLE = "Motion Preview"
     DESCRIPTION = ("Animates one image by a parametric motion (translate, zoom, rotate, sway) without any model: "
                    "a preview of the motion, ready for Save Animation. An optional mask limits the motion (0 = "
                    "still, exactly).")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"image": ("IMAGE",), **motion_inputs()},
-                "optional": {"mask": ("MASK", {"tooltip": "Same size as the image; 1 moves, 0 stays"})}}
-
+    SOURCE = ("image", "IMAGE")
+    MASK_TOOLTIP = "Same size as the image; 1 moves, 0 stays"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("frames",)
     FUNCTION = "preview"
-    CATEGORY = category("Motion")
 
     def preview(self, image, motion, magnitude, direction, frames, edge, center_x, center_y, sway_cycles,
                 mask=None):
-        source = _one(image, self.TITLE, "image").movedim(-1, 1)
+        source = self._one(image).movedim(-1, 1)
         height, width = source.shape[-2:]
         if mask is not None and tuple(mask.shape[-2:]) != (height, width):
             raise input_error(self.TITLE, f"mask: {mask.shape[-1]}×{mask.shape[-2]} but the image is {width}×{height}"
                                           "; give a mask of the image's size (LoadImage gives a 64×64 empty mask "
                                           "for images without alpha)")
-        with reported_as(self.TITLE):
-            field = _field(height, width, motion, magnitude, direction, frames, center_x, center_y,
-                           sway_cycles, mask)
-            warped = warp_frames(source, field, edge)
+        warped = self._warp(source, mask, motion, magnitude, direction, frames, edge, center_x, center_y,
+                            sway_cycles)
         return (warped.clamp(0.0, 1.0).movedim(1, -1),)
 
 
-class WarpLatent:
+class WarpLatent(_ParametricMotion):
     TITLE = "Warp Latent"
     DESCRIPTION = ("Applies a parametric motion to one latent → a latent clip of `frames` frames (magnitude in "
                    "image pixels). Refine it with any SD1.5 model at denoise ≈ 0.4–0.7 (GIF Sampler start_latent) "
                    "for training-free Pix2Gif-style animation.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"samples": ("LATENT",), **motion_inputs()},
-                "optional": {"mask": ("MASK", {"tooltip": "Image-sized (8× the latent) or latent-sized; 1 moves, "
-                                                          "0 stays"})}}
-
+    SOURCE = ("samples", "LATENT")
+    MASK_TOOLTIP = "Image-sized (8× the latent) or latent-sized; 1 moves, 0 stays"
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "warp"
-    CATEGORY = category("Motion")
 
     def _latent_mask(self, mask: torch.Tensor | None, height: int, width: int) -> torch.Tensor | None:
         """A MASK at the image size (area-averaged down by 8) or at the latent size → (1|F, height, width)."""
@@ -114,12 +119,9 @@ class WarpLatent:
                                       "the image size")
 
     def warp(self, samples, motion, magnitude, direction, frames, edge, center_x, center_y, sway_cycles, mask=None):
-        latent = _one(samples["samples"], self.TITLE, "samples")
-        height, width = latent.shape[-2:]
-        with reported_as(self.TITLE):
-            field = _field(height, width, motion, magnitude / LATENT_SCALE, direction, frames, center_x, center_y,
-                           sway_cycles, self._latent_mask(mask, height, width))
-            warped = warp_frames(latent, field, edge)
+        latent = self._one(samples["samples"])
+        warped = self._warp(latent, self._latent_mask(mask, *latent.shape[-2:]), motion, magnitude / LATENT_SCALE,
+                            direction, frames, edge, center_x, center_y, sway_cycles)
         return ({"samples": warped},)
 
 

@@ -27,6 +27,7 @@ from ..pix2gif_core.errors import Pix2GifInputError
 from ..pix2gif_core.ldm_layout import (
     UNET_HEADS,
     VAE_RESOLUTION,
+    ClipTextLayout,
     UNetLayout,
     clip_text_layout,
     clip_text_state,
@@ -78,17 +79,27 @@ def comfy_unet_config(layout: UNetLayout) -> dict:
         legacy=False, use_checkpoint=False, use_temporal_resblock=False, use_temporal_attention=False)
 
 
-def _mismatch(what: str, missing, unexpected) -> Pix2GifInputError | None:
+def _require_fit(what: str, missing, unexpected) -> None:
+    """Raise unless a model took exactly the weights meant for it (ComfyUI loads with strict=False)."""
     problems = [f"{label}: {', '.join(sorted(keys)[:_SHOWN])}{' …' if len(keys) > _SHOWN else ''}"
                 for label, keys in (("missing", list(missing)), ("unexpected", list(unexpected))) if keys]
-    if not problems:
-        return None
-    return Pix2GifInputError(f"{what} does not fit the architecture its own shapes imply ({'; '.join(problems)});"
-                             " the checkpoint is damaged or of an unsupported variant.")
+    if problems:
+        raise Pix2GifInputError(f"{what} does not fit the architecture its own shapes imply "
+                                f"({'; '.join(problems)}); the checkpoint is damaged or of an unsupported variant.")
+
+
+def _only_with_source_channels(apply_model, args):
+    """UNet function wrapper of the loaded MODEL: a clear error instead of a channel mismatch in another sampler."""
+    if args["c"].get("c_concat") is None:
+        raise Pix2GifInputError(
+            "model: this is Pix2Gif's 12-channel UNet from 'Load Pix2Gif Model'; sample it with the 'Pix2Gif "
+            "Sampler' node, which gives it the source image (KSampler and other samplers do not).")
+    return apply_model(args["input"], args["timestep"], **args["c"])
 
 
 def build_model(unet: dict[str, torch.Tensor]) -> comfy.model_patcher.ModelPatcher:
-    """A ComfyUI MODEL (eps, SD1.5 noise schedule and latent format) holding exactly ``unet``."""
+    """A ComfyUI MODEL (eps, SD1.5 noise schedule and latent format) holding exactly ``unet``; it samples only
+    through the Pix2Gif Sampler."""
     config = _Pix2GifUNetConfig(comfy_unet_config(unet_layout(unet, "Pix2Gif UNet")))
     parameters = sum(tensor.numel() for tensor in unet.values())
     load_device = comfy.model_management.get_torch_device()
@@ -98,16 +109,15 @@ def build_model(unet: dict[str, torch.Tensor]) -> comfy.model_patcher.ModelPatch
         dtype, load_device, config.supported_inference_dtypes))
     model = comfy.model_base.BaseModel(
         config, device=comfy.model_management.unet_inital_load_device(parameters, dtype))
-    error = _mismatch("the UNet ('model.diffusion_model.*')", *model.diffusion_model.load_state_dict(unet, strict=False))
-    if error is not None:
-        raise error
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device,
-                                            offload_device=comfy.model_management.unet_offload_device())
+    _require_fit("the UNet ('model.diffusion_model.*')", *model.diffusion_model.load_state_dict(unet, strict=False))
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device,
+                                               offload_device=comfy.model_management.unet_offload_device())
+    patcher.set_model_unet_function_wrapper(_only_with_source_channels)
+    return patcher
 
 
-def _clip_config_file(weights: dict[str, torch.Tensor]) -> str:
-    """ComfyUI's CLIP-L config with the sizes the weights imply, as a file (ComfyUI 2024-03 reads only paths)."""
-    layout = clip_text_layout(weights, "the CLIP text encoder ('cond_stage_model.transformer.*')")
+def _clip_config_file(layout: ClipTextLayout) -> str:
+    """ComfyUI's CLIP-L config with ``layout``'s sizes, as a file (ComfyUI 2024-03 reads configs from paths only)."""
     with open(os.path.join(os.path.dirname(comfy.sd1_clip.__file__), "sd1_clip_config.json")) as f:
         config = json.load(f)
     config.update(vocab_size=layout.vocab_size, hidden_size=layout.hidden_size, projection_dim=layout.hidden_size,
@@ -123,20 +133,22 @@ def _clip_config_file(weights: dict[str, torch.Tensor]) -> str:
 
 
 def build_clip(clip_weights: dict[str, torch.Tensor]) -> comfy.sd.CLIP:
-    """An SD1-style ComfyUI CLIP (CLIP tokenizer, last hidden layer) holding exactly the text-encoder weights."""
+    """An SD1-style ComfyUI CLIP (CLIP tokenizer, last hidden layer) holding exactly the text-encoder weights.
+
+    The Hugging Face text model has no projection; ComfyUI's has one for the pooled output (unused by SD1.x),
+    set to the identity here (what ComfyUI 2024-03 initialises it to; later versions leave it uninitialised).
+    """
+    what = "the CLIP text encoder ('cond_stage_model.transformer.*')"
     weights = clip_text_state(clip_weights)
+    layout = clip_text_layout(weights, what)
     target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
-    target.params = {"clip_model": comfy.sd1_clip.SDClipModel, "textmodel_json_config": _clip_config_file(weights)}
-    clip = comfy.sd.CLIP(target)
+    target.params = {"clip_model": comfy.sd1_clip.SDClipModel, "textmodel_json_config": _clip_config_file(layout)}
+    with torch.no_grad():  # ComfyUI 2024-03 writes the projection in place while building
+        clip = comfy.sd.CLIP(target)
     missing, unexpected = clip.load_sd(weights)
-    missing = [key for key in missing if key != _CLIP_PROJECTION]
-    error = _mismatch("the CLIP text encoder ('cond_stage_model.transformer.*')", missing, unexpected)
-    if error is not None:
-        raise error
-    if _CLIP_PROJECTION not in weights:  # pooled output only (unused by SD1.x); keep it defined
-        with torch.no_grad():
-            clip.cond_stage_model.clip_l.transformer.text_projection.weight.copy_(torch.eye(weights[
-                "text_model.embeddings.token_embedding.weight"].shape[1]))
+    _require_fit(what, [key for key in missing if key != _CLIP_PROJECTION], unexpected)
+    with torch.no_grad():
+        clip.cond_stage_model.clip_l.transformer.text_projection.weight.copy_(torch.eye(layout.hidden_size))
     return clip
 
 
@@ -156,9 +168,7 @@ def build_vae(vae_weights: dict[str, torch.Tensor]) -> comfy.sd.VAE:
     """ComfyUI's VAE holding the weights (KL of any width, or a kind ComfyUI detects), encoding with the
     posterior mode."""
     vae = comfy.sd.VAE(sd=vae_weights, config=_vae_config(vae_weights))
-    error = _mismatch("the VAE ('first_stage_model.*')", set(vae.first_stage_model.state_dict()) - set(vae_weights), ())
-    if error is not None:
-        raise error
+    _require_fit("the VAE ('first_stage_model.*')", set(vae.first_stage_model.state_dict()) - set(vae_weights), ())
     regularization = getattr(vae.first_stage_model, "regularization", None)
     if regularization is not None and hasattr(regularization, "sample"):
         regularization.sample = False

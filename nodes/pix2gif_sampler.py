@@ -38,7 +38,7 @@ from ..pix2gif_core.pix2gif_conditioning import (
     parse_magnitudes,
 )
 from ..pix2gif_core.pix2gif_flownet import IMAGE_SIZE, motion_guided_concat, require_pix2gif_latent
-from .conventions import category, display_name, input_error, node_id, reported_as
+from .conventions import category, display_name, node_id, reported_as
 from .pix2gif_model import PIX2GIF_MOTION_TYPE, Pix2GifMotion
 
 BATCH_MODES = ("all frames in one batch", "one frame at a time")
@@ -132,18 +132,19 @@ class Pix2GifSampler:
     FUNCTION = "sample"
     CATEGORY = category("Pix2Gif")
 
-    def _check_model(self, model) -> None:
+    @staticmethod
+    def _check_model(model) -> None:
         channels = model.model.model_config.unet_config.get("in_channels")
         if channels != PIX2GIF_UNET_IN_CHANNELS:
-            raise input_error(self.TITLE, f"model: this MODEL's UNet takes {channels} input channels, Pix2Gif's takes "
-                                          f"{PIX2GIF_UNET_IN_CHANNELS} (noisy | source | warped latents); connect "
-                                          "the model output of 'Load Pix2Gif Model'")
+            raise Pix2GifInputError(f"model: this MODEL's UNet takes {channels} input channels, Pix2Gif's takes "
+                                    f"{PIX2GIF_UNET_IN_CHANNELS} (noisy | source | warped latents); connect the model "
+                                    "output of 'Load Pix2Gif Model'")
 
     def _source(self, image: torch.Tensor) -> torch.Tensor:
         """The one source image (1, 256, 256, 3), resized with a warning when it has another size."""
         if image.shape[0] != 1:
-            raise input_error(self.TITLE, f"image: got a batch of {image.shape[0]} images; Pix2Gif animates one "
-                                          "source image (pick one, e.g. with 'ImageFromBatch')")
+            raise Pix2GifInputError(f"image: got a batch of {image.shape[0]} images; Pix2Gif animates one source "
+                                    "image (pick one, e.g. with 'ImageFromBatch')")
         height, width = image.shape[1:3]
         if (height, width) == (IMAGE_SIZE, IMAGE_SIZE):
             return image[..., :3]

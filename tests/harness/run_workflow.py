@@ -1,10 +1,12 @@
 """Run a bundled UI-format workflow headless on an embedded ComfyUI host (installed by ``bash .ci/setup``).
 
+    .comfy-ci/venv/bin/python tests/harness/run_workflow.py workflows/motion_preview.json
     .comfy-ci/venv/bin/python tests/harness/run_workflow.py workflows/animatediff_txt2gif.json --tiny-models
 
 ``--tiny-models`` swaps the checkpoint and motion-model loaders for tiny random-weight models (no downloads)
 and shrinks the clip, so the graph runs in seconds on a CPU; without it the workflow's own model files must be
-in ``--models`` (``checkpoints/``, ``animatediff_models/``). Files the workflow saves are copied to ``--out``.
+in ``--models`` (``checkpoints/``, ``animatediff_models/``). The images in ``workflows/assets`` are copied to
+the host's input folder first. Files the workflow saves are copied to ``--out``; text outputs are printed.
 """
 from __future__ import annotations
 
@@ -18,6 +20,16 @@ HARNESS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(HARNESS_DIR))
 import comfy_host  # noqa: E402
 import workflow  # noqa: E402
+
+ASSETS_DIR = comfy_host.REPO_ROOT / "workflows" / "assets"
+
+
+def install_workflow_assets() -> None:
+    """Copy the workflows' bundled inputs (workflows/assets/*) into the host's input folder, where LoadImage looks."""
+    import folder_paths
+
+    for asset in ASSETS_DIR.iterdir():
+        shutil.copy2(asset, Path(folder_paths.get_input_directory()) / asset.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     import nodes
 
     sys.path.append(str(comfy_host.REPO_ROOT))
+    install_workflow_assets()
     prompt = workflow.to_prompt(workflow.load(args.workflow), nodes.NODE_CLASS_MAPPINGS)
     if args.tiny_models:
         workflow.use_tiny_models(prompt, workdir / "animatediff_models")
@@ -52,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             source = Path(folder_paths.get_directory_by_type(item["type"])) / item["subfolder"] / item["filename"]
             shutil.copy2(source, args.out / item["filename"])
             print(f"node {node_id}: wrote {args.out / item['filename']}")
+        for text in output.get("text", []):
+            print(f"node {node_id}: {text}")
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -53,6 +53,10 @@ TINY_SIZE = 64
 TINY_STEPS = 4
 TINY_MOTION_FILE = "tiny_v3.safetensors"
 TINY_PIX2GIF_FILE = "tiny_pix2gif.ckpt"
+TINY_EMBEDDINGS_FILE = "tiny_v3_motion.safetensors"
+#: motion modules of the tiny v3 motion model (tests/fixtures/motion_checkpoints.py) that tiny embeddings use → C
+TINY_EMBEDDING_MODULES = {"down_blocks.2.motion_modules.1": 128, "up_blocks.1.motion_modules.0": 128}
+EMBEDDING_NODES = ("Pix2Gif_LoadMotionEmbeddings", "Pix2Gif_SaveMotionEmbeddings", "Pix2Gif_TrainMotionEmbeddings")
 
 
 def _fixture(name: str):
@@ -84,8 +88,9 @@ def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
     """Swap real model loaders for the tiny test models and shrink sizes/steps so ``prompt`` runs on a CPU.
 
     A Pix2Gif checkpoint name becomes a tiny Pix2Gif file written next to ``motion_dir`` (in ``checkpoints/``,
-    registered with the host). Needs the test-only custom nodes (tests/harness/custom_nodes) loaded and the
-    repository root on sys.path.
+    registered with the host); motion embeddings are read from and saved to ``motion_embeddings/`` next to it,
+    where a motion-embeddings file name becomes tiny random embeddings for the tiny motion model. Needs the
+    test-only custom nodes (tests/harness/custom_nodes) loaded and the repository root on sys.path.
     """
     motion_dir.mkdir(parents=True, exist_ok=True)
     fixtures = _fixture("motion_checkpoints")
@@ -99,6 +104,10 @@ def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
             inputs["model_name"] = TINY_MOTION_FILE
         elif node["class_type"] == "Pix2Gif_LoadPix2GifModel":
             inputs["ckpt_name"] = _tiny_pix2gif_file(motion_dir.parent / "checkpoints")
+        if node["class_type"] in EMBEDDING_NODES:
+            use_embeddings_folder(motion_dir.parent / "motion_embeddings")
+        if node["class_type"] == "Pix2Gif_LoadMotionEmbeddings":
+            inputs["embeddings_name"] = _tiny_embeddings_file(motion_dir.parent / "motion_embeddings")
         for key in ("width", "height"):
             if key in inputs and not isinstance(inputs[key], list):
                 inputs[key] = TINY_SIZE
@@ -115,3 +124,39 @@ def _tiny_pix2gif_file(folder: Path) -> str:
     if str(folder) not in folder_paths.get_folder_paths("checkpoints"):
         folder_paths.add_model_folder_path("checkpoints", str(folder))
     return TINY_PIX2GIF_FILE
+
+
+def tiny_motion_embeddings(seed: int = 0, *, frames: int = 16, version: str = "v3", scale: float = 0.5,
+                           modules: dict[str, int] = TINY_EMBEDDING_MODULES):
+    """Random motion embeddings (both attentions of ``modules``, query/key and value) for the tiny motion model at
+    ``TINY_SIZE``. Needs the repository root on sys.path."""
+    import torch
+    from pix2gif_core.motion_embeddings import LayerEmbedding, MotionEmbeddings, sd15_layer_specs
+
+    generator = torch.Generator().manual_seed(seed)
+    layers = {}
+    for spec in sd15_layer_specs(modules, (TINY_SIZE // 8, TINY_SIZE // 8), "all"):
+        positions = spec.token_hw[0] * spec.token_hw[1]
+        layers[spec.name] = LayerEmbedding(torch.randn(1, frames, spec.channels, generator=generator) * scale,
+                                           torch.randn(positions, frames, spec.channels, generator=generator) * scale,
+                                           spec.token_hw)
+    return MotionEmbeddings(layers, frames, (TINY_SIZE, TINY_SIZE), version, {"source": f"tiny test seed {seed}"})
+
+
+def use_embeddings_folder(folder: Path) -> None:
+    """Make ``folder`` the first ``motion_embeddings`` folder: the one the embedding nodes save into."""
+    import folder_paths
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, extensions = folder_paths.folder_names_and_paths["motion_embeddings"]
+    folder_paths.folder_names_and_paths["motion_embeddings"] = (
+        [str(folder), *(path for path in paths if path != str(folder))], extensions)
+
+
+def _tiny_embeddings_file(folder: Path) -> str:
+    """Write (once per folder) tiny random motion embeddings for the tiny motion model into ``folder``."""
+    from pix2gif_core.motion_embeddings import save_motion_embeddings
+
+    if not (folder / TINY_EMBEDDINGS_FILE).is_file():
+        save_motion_embeddings(tiny_motion_embeddings(), folder / TINY_EMBEDDINGS_FILE)
+    return TINY_EMBEDDINGS_FILE

@@ -50,3 +50,57 @@ def test_animatediff_txt2gif(host, test_nodes, tmp_path):
     assert len(frames) == 16 == expected.shape[0]
     assert abs(sum(durations) / len(durations) - 1000 / fps) <= 5, "frame times follow fps within GIF's 10 ms ticks"
     assert psnr(np.stack(frames), expected) >= GIF_PSNR_BOUND_DB
+
+
+def assert_gif_starts_with_the_first_frame(ui, result, captured, frames_node: str) -> None:
+    """16 decoded frames were saved as a GIF and frame 1 is the decoded first-frame image (VAE batch rounding)."""
+    save = next(n for n in ui["nodes"] if n["type"] == "Pix2Gif_SaveAnimation")
+    assert result.outputs[str(save["id"])]["images"][0]["filename"].endswith(".gif")
+    frames, first = captured["frames"].numpy(), captured["first"].numpy()
+    assert frames.shape[0] == 16, f"node {frames_node} decodes the 16-frame clip"
+    assert np.abs(frames[0] - first[0]).max() <= 1e-4
+    assert np.abs(frames[1] - first[0]).max() > 1e-2, "the clip moves away from the first frame"
+
+
+def test_animatezero_txt2gif(host, test_nodes, tmp_path):
+    ui, result = run_workflow(host, "animatezero_txt2gif.json", tmp_path, {"frames": "11", "first": "7"})
+    assert_gif_starts_with_the_first_frame(ui, result, test_nodes.CAPTURED, "11")
+
+
+def test_animatezero_image2gif(host, test_nodes, tmp_path):
+    from run_workflow import install_workflow_assets
+
+    install_workflow_assets()
+    ui, result = run_workflow(host, "animatezero_image2gif.json", tmp_path, {"frames": "12", "first": "14"})
+    assert_gif_starts_with_the_first_frame(ui, result, test_nodes.CAPTURED, "12")
+
+
+def saved_by(ui, result, node_type: str) -> dict:
+    """The UI output of the (only) node of ``node_type``."""
+    return result.outputs[str(next(n["id"] for n in ui["nodes"] if n["type"] == node_type))]
+
+
+def test_motion_inversion_train(host, tmp_path):
+    from pix2gif_core.motion_embeddings import load_motion_embeddings
+    from run_workflow import install_workflow_assets
+
+    install_workflow_assets()
+    ui, result = run_workflow(host, "motion_inversion_train.json", tmp_path, {})
+    relative = saved_by(ui, result, "Pix2Gif_SaveMotionEmbeddings")["text"][0]
+    assert relative.replace("\\", "/") == "motion_inversion/landscape_zoom_00001.safetensors"
+    embeddings = load_motion_embeddings(tmp_path / "motion_embeddings" / relative)
+    assert (embeddings.frames, embeddings.pixel_hw, embeddings.motion_module_version) == (16, (64, 64), "v3")
+    assert embeddings.metadata["trained_steps"] == str(workflow.TINY_STEPS)
+    assert saved_by(ui, result, "Pix2Gif_SaveAnimation")["images"][0]["type"] == "temp", "the reference clip preview"
+
+
+def test_motion_inversion_apply(host, test_nodes, tmp_path):
+    import folder_paths
+    from run_workflow import install_workflow_assets
+
+    install_workflow_assets()
+    ui, result = run_workflow(host, "motion_inversion_apply.json", tmp_path, {"frames": "15"})
+    item = saved_by(ui, result, "Pix2Gif_SaveAnimation")["images"][0]
+    path = Path(folder_paths.get_directory_by_type(item["type"])) / item["subfolder"] / item["filename"]
+    with Image.open(path) as gif:
+        assert gif.n_frames == 16 == test_nodes.CAPTURED["frames"].shape[0]

@@ -1,0 +1,442 @@
+"""Nodes: AnimateZero (methods.md §3) – a first frame and its trajectory, and the patch that animates it.
+
+- *AnimateZero First Frame* samples the image with the plain SD1.5 MODEL and records, for every model
+  evaluation, the latent the model saw and the CFG-combined x0 it returned (a post-CFG hook of a clone);
+- *AnimateZero Invert Image* makes that trajectory for a real image by DDIM inversion, running
+  :func:`~pix2gif_core.ddim_inversion.ddim_invert` as a sampler through ``comfy.sample.sample_custom`` (so the
+  denoiser is ComfyUI's own model call with CFG);
+- *AnimateZero* patches a motion-patched MODEL: a UNet function wrapper (chained in front of the motion
+  model's) replaces frame 1 of every video in each UNet input by the recorded latent and frame 1 of the output
+  by the recorded x0, a post-CFG hook pins frame 1 of the combined prediction and closes the evaluation;
+  ``attn1_replace`` patches share frame 1's keys/values in spatial self-attention; the chosen motion modules get
+  positional-corrected window attention through :func:`set_temporal_variants`.
+
+Both trajectory nodes sample on the noise schedule of their ``beta_schedule`` option, which must be the one
+Apply Motion Model gives the video MODEL: the video pass finds frame 1's latents by noise level σ.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from types import SimpleNamespace
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+import torch
+from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
+
+from ..pix2gif_core.ddim_inversion import ddim_invert
+from ..pix2gif_core.errors import Pix2GifInputError
+from ..pix2gif_core.first_frame_pinning import (FirstFrameTrajectory, TrajectoryRecorder, TrajectoryReplay,
+                                                check_latent_size, inverted_trajectory, pin_first_frames)
+from ..pix2gif_core.motion_injection import InjectedMotionModule
+from ..pix2gif_core.shared_kv_attention import SHARING_MODES, shared_kv_attention
+from ..pix2gif_core.window_attention import PositionCorrectedWindowAttention
+from .conventions import category, display_name, input_error, node_id, reported_as
+from .gif_sampler import LATENT_CHANNELS
+from .motion_injection import MOTION_MODEL_KEY, schedule_patch, set_temporal_variants
+from .motion_model import BETA_SCHEDULES
+
+logger = logging.getLogger(__name__)
+
+TRAJECTORY_TYPE = "PIX2GIF_TRAJECTORY"
+KV_MODES = (*SHARING_MODES, "off")
+#: block range choice → parts of the UNet ("down" = input blocks / encoder, "mid", "up" = output blocks / decoder)
+BLOCK_RANGES = {"all": ("down", "mid", "up"), "down": ("down",), "mid": ("mid",), "up": ("up",),
+                "down+mid": ("down", "mid"), "mid+up": ("mid", "up"), "down+up": ("down", "up")}
+UNET_BLOCKS = {"down": "input", "mid": "middle", "up": "output"}
+MOTION_MODULE_PREFIXES = {"down": "down_blocks.", "mid": "mid_block.", "up": "up_blocks."}
+#: parts of ComfyUI sampler names that add fresh noise at every step
+STOCHASTIC_SAMPLER_MARKS = ("ancestral", "sde", "ddpm", "lcm", "seeds", "sa_solver")
+DEFAULT_BETA_SCHEDULE = "sqrt_linear (AnimateDiff)"
+BETA_SCHEDULE_TOOLTIP = ("Noise schedule of this pass: choose the beta_schedule of Apply Motion Model on the video "
+                         "MODEL, so both passes share noise levels")
+
+
+def _model_sampling(model):
+    """The MODEL's noise schedule object, its object patches included (ComfyUI 2024-03 and 0.3.x)."""
+    if hasattr(model, "get_model_object"):
+        return model.get_model_object("model_sampling")
+    patched = model.object_patches.get("model_sampling")
+    return patched if patched is not None else model.object_patches_backup.get("model_sampling",
+                                                                               model.model.model_sampling)
+
+
+def _noise_range(model) -> tuple[float, float]:
+    sampling = _model_sampling(model)
+    return float(sampling.sigma_min), float(sampling.sigma_max)
+
+
+def _sampler_sigmas(model, steps: int, sampler_name: str, scheduler: str, denoise: float) -> torch.Tensor:
+    """The noise levels ``comfy.sample.sample`` uses for these settings (KSampler's own computation)."""
+    owner = model if hasattr(model, "get_model_object") else SimpleNamespace(model_sampling=_model_sampling(model))
+    return comfy.samplers.KSampler(owner, steps=steps, device="cpu", sampler=sampler_name, scheduler=scheduler,
+                                   denoise=denoise).sigmas.cpu()
+
+
+def _image_model(model, beta_schedule: str):
+    """A clone of the plain SD1.5 ``model`` sampling on ``beta_schedule``; refuses a motion-patched MODEL."""
+    if MOTION_MODEL_KEY in model.model_options.get("transformer_options", {}):
+        raise Pix2GifInputError(
+            "the MODEL carries a motion model; connect the checkpoint's MODEL itself: the first frame is one "
+            "image made by SD1.5 alone (its beta_schedule option matches the video's noise levels)")
+    clone = model.clone()
+    schedule = BETA_SCHEDULES[beta_schedule]
+    if schedule is not None:
+        clone.add_object_patch("model_sampling", schedule_patch(model, schedule))
+    return clone
+
+
+def _settings(steps: int, sampler_name: str, scheduler: str, denoise: float) -> str:
+    return f"{steps} steps, sampler {sampler_name}, scheduler {scheduler}, denoise {denoise:g}"
+
+
+def _to_intermediate_device(latent: torch.Tensor) -> torch.Tensor:
+    """Where ComfyUI keeps latents between nodes (the CPU unless --gpu-only)."""
+    return latent.to(comfy.model_management.intermediate_device())
+
+
+class AnimateZeroFirstFrame:
+    TITLE = "AnimateZero First Frame"
+    DESCRIPTION = (
+        "Samples the first frame with the plain SD1.5 MODEL and records its trajectory (the latent the model saw "
+        "and the image it predicted at every step) for the AnimateZero patch. Give the GIF Sampler the same "
+        "seed, steps, sampler, scheduler and size: the video's frame 1 then starts from this pass's noise, "
+        "retraces it and ends exactly on this latent. Ancestral/SDE samplers add fresh noise at every step: "
+        "frame 1 still ends on the image, but only within float rounding (a warning says so).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The checkpoint's MODEL, without motion model"}),
+            "positive": ("CONDITIONING",),
+            "negative": ("CONDITIONING",),
+            "width": ("INT", {"default": 512, "min": 64, "max": 8192, "step": 8}),
+            "height": ("INT", {"default": 512, "min": 64, "max": 8192, "step": 8}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                             "tooltip": "The GIF Sampler's seed gives its frame 1 this pass's start noise"}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Same as the video pass"}),
+            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"tooltip": "Same as the video pass"}),
+            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"tooltip": "Same as the video pass"}),
+            "beta_schedule": (list(BETA_SCHEDULES), {"default": DEFAULT_BETA_SCHEDULE,
+                                                     "tooltip": BETA_SCHEDULE_TOOLTIP}),
+        }}
+
+    RETURN_TYPES = ("LATENT", TRAJECTORY_TYPE)
+    RETURN_NAMES = ("latent", "trajectory")
+    FUNCTION = "sample"
+    CATEGORY = category("AnimateZero")
+
+    def sample(self, model, positive, negative, width, height, seed, steps, cfg, sampler_name, scheduler,
+               beta_schedule):
+        with reported_as(self.TITLE):
+            image_model = _image_model(model, beta_schedule)
+        if any(mark in sampler_name for mark in STOCHASTIC_SAMPLER_MARKS):
+            logger.warning("[%s] sampler '%s' adds fresh noise at every step: the video pass cannot retrace frame "
+                           "1's latents, so frame 1 ends on this image within float rounding, not bit-exactly",
+                           self.TITLE, sampler_name)
+        recorder = TrajectoryRecorder()
+
+        def record(args):
+            stored = _to_intermediate_device
+            recorder.record(args["sigma"], stored(args["input"]), stored(args["denoised"]))
+            return args["denoised"]
+
+        image_model.set_model_sampler_post_cfg_function(record)
+        latent = torch.zeros(1, LATENT_CHANNELS, height // 8, width // 8)
+        if hasattr(comfy.sample, "fix_empty_latent_channels"):
+            latent = comfy.sample.fix_empty_latent_channels(image_model, latent)
+        # Frame 0 of a 2-frame draw equals frame 0 of the GIF Sampler's n-frame draw with the same seed for every
+        # latent of ≥ 4 pixels; a 1-frame draw differs when 4·h·w is not a multiple of 16 (torch's CPU normal
+        # generator fills blocks of 16 and redraws a short tail).
+        noise = comfy.sample.prepare_noise(latent.repeat(2, 1, 1, 1), seed)[:1]
+        preview = latent_preview.prepare_callback(image_model, steps)
+
+        def on_step(step, x0, x, total_steps):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            preview(step, x0, x, total_steps)
+
+        samples = comfy.sample.sample(image_model, noise, steps, cfg, sampler_name, scheduler, positive, negative,
+                                      latent, denoise=1.0, callback=on_step, disable_pbar=True, seed=seed)
+        with reported_as(self.TITLE):
+            trajectory = recorder.trajectory(_sampler_sigmas(image_model, steps, sampler_name, scheduler, 1.0),
+                                             settings=_settings(steps, sampler_name, scheduler, 1.0),
+                                             noise_range=_noise_range(image_model))
+        return ({"samples": samples}, trajectory)
+
+
+class AnimateZeroInvert:
+    TITLE = "AnimateZero Invert Image"
+    DESCRIPTION = (
+        "DDIM-inverts the latent of a real image (VAE Encode) with the plain SD1.5 MODEL, at the noise levels the "
+        "video pass will sample (same steps, sampler, scheduler, denoise), and returns the trajectory for the "
+        "AnimateZero patch: at every level frame 1 is the inverted latent and the model's prediction for it is "
+        "the image latent itself, so with ANY sampler the video's frame 1 ends on the image (within float "
+        "rounding). The video's own seed noise is used as frame 1's start; the inverted noise need not be passed "
+        "on.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The checkpoint's MODEL, without motion model"}),
+                "positive": ("CONDITIONING", {"tooltip": "A prompt describing the image"}),
+                "latent": ("LATENT", {"tooltip": "One image, encoded with VAE Encode"}),
+                "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Same as the video pass"}),
+                "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {
+                    "tooltip": "The video pass's sampler: only its noise levels matter (dpm_2 and uni_pc use their "
+                               "own); samplers that evaluate between levels (dpm_2, dpmpp_2s/sde, dpm_fast/"
+                               "adaptive) cannot replay an inverted trajectory"}),
+                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"tooltip": "Same as the video pass"}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                                      "tooltip": "Same as the video pass"}),
+                "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                                  "tooltip": "1 = prompt only (the usual DDIM inversion); other values need "
+                                             "`negative`"}),
+                "beta_schedule": (list(BETA_SCHEDULES), {"default": DEFAULT_BETA_SCHEDULE,
+                                                         "tooltip": BETA_SCHEDULE_TOOLTIP}),
+            },
+            "optional": {"negative": ("CONDITIONING",)},
+        }
+
+    RETURN_TYPES = (TRAJECTORY_TYPE,)
+    RETURN_NAMES = ("trajectory",)
+    FUNCTION = "invert"
+    CATEGORY = category("AnimateZero")
+
+    def invert(self, model, positive, latent, steps, sampler_name, scheduler, denoise, cfg, beta_schedule,
+               negative=None):
+        image = latent["samples"]
+        if image.shape[0] != 1:
+            raise input_error(self.TITLE, f"latent holds {image.shape[0]} images; connect the latent of one image "
+                                          "(e.g. pick it with ImageFromBatch before VAE Encode)")
+        if negative is None and not math.isclose(cfg, 1.0):
+            raise input_error(self.TITLE, f"cfg {cfg:g} needs `negative`: connect a negative prompt or set cfg to 1")
+        with reported_as(self.TITLE):
+            image_model = _image_model(model, beta_schedule)
+        sigmas = _sampler_sigmas(image_model, steps, sampler_name, scheduler, denoise)
+        progress = comfy.utils.ProgressBar(len(sigmas) - 1)
+        inverted = {}
+
+        def invert_as_sampler(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
+            """A k-diffusion sampler function: ``x`` is the processed image latent (the start noise is zero)."""
+            with torch.no_grad(), reported_as(self.TITLE):
+                inverted["states"] = ddim_invert(
+                    x, sigmas, lambda latent, sigma: model_k(latent, sigma, **extra_args),
+                    progress=lambda done, total: progress.update_absolute(done, total),
+                    check_cancel=comfy.model_management.throw_exception_if_processing_interrupted)
+            return x
+
+        sampler = comfy.samplers.KSAMPLER(invert_as_sampler)
+        comfy.sample.sample_custom(image_model, torch.zeros_like(image), cfg, sampler, sigmas, positive,
+                                   positive if negative is None else negative, image, disable_pbar=True, seed=0)
+        states = [_to_intermediate_device(state) for state in inverted["states"]]
+        trajectory = inverted_trajectory(states[-1], sigmas, states,
+                                         settings=_settings(steps, sampler_name, scheduler, denoise),
+                                         noise_range=_noise_range(image_model))
+        return (trajectory,)
+
+
+def _spatial_attention_positions(model, parts: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """``(block kind, block index, transformer index)`` of every spatial self-attention in ``parts`` of the UNet."""
+    unet = model.model.diffusion_model
+    blocks = {"input": list(enumerate(unet.input_blocks)), "middle": [(0, unet.middle_block)],
+              "output": list(enumerate(unet.output_blocks))}
+    return [(UNET_BLOCKS[part], index, depth)
+            for part in parts for index, block in blocks[UNET_BLOCKS[part]]
+            for layer in block.children() if isinstance(layer, SpatialTransformer)
+            for depth in range(len(layer.transformer_blocks))]
+
+
+def _shared_kv_patch(mode: str, sigma_start: float, sigma_end: float):
+    """``attn1_replace`` patch: keys/values from frame 1 while ``sigma_end ≤ σ ≤ sigma_start``, else plain."""
+
+    def attention(q, k, v, extra_options):
+        heads = extra_options["n_heads"]
+        sigmas = extra_options.get("sigmas")
+        if sigmas is None or sigma_end <= float(sigmas.max()) <= sigma_start:
+            videos = max(len(extra_options.get("cond_or_uncond", ())), 1)
+            return shared_kv_attention(q, k, v, heads, q.shape[0] // videos, mode)
+        precision = {"attn_precision": extra_options["attn_precision"]} if "attn_precision" in extra_options else {}
+        return optimized_attention(q, k, v, heads, **precision)
+
+    return attention
+
+
+def _motion_module_names(model) -> list[str]:
+    """Names of the motion modules a motion-patched MODEL runs (e.g. ``down_blocks.0.motion_modules.1``)."""
+    return [layer.name for patch in model.object_patches.values() if isinstance(patch, torch.nn.Module)
+            for layer in patch.modules() if isinstance(layer, InjectedMotionModule)]
+
+
+def _window_variants(model, window_length: int, window_blocks: str) -> dict:
+    parts = BLOCK_RANGES[window_blocks]
+    names = [name for name in _motion_module_names(model)
+             if name.startswith(tuple(MOTION_MODULE_PREFIXES[part] for part in parts))]
+    if not names:
+        raise Pix2GifInputError(
+            f"window_blocks '{window_blocks}' selects no motion module of this motion model (v1 and v3 have no "
+            "mid-block module); choose blocks that include 'down' or 'up'")
+    return dict.fromkeys(names, PositionCorrectedWindowAttention(window_length or None))
+
+
+def _check_noise_levels(trajectory: FirstFrameTrajectory, model) -> None:
+    (low, high), (made_low, made_high) = _noise_range(model), trajectory.noise_range
+    if not (math.isclose(low, made_low, rel_tol=1e-4) and math.isclose(high, made_high, rel_tol=1e-4)):
+        raise Pix2GifInputError(
+            f"the trajectory was made with noise levels σ {made_low:.4g}…{made_high:.4g} but this MODEL samples "
+            f"σ {low:.4g}…{high:.4g}: set beta_schedule of the node that made the trajectory to the beta_schedule "
+            "of Apply Motion Model")
+
+
+def _check_frames(frames: int, window_length: int) -> None:
+    if frames < 2:
+        raise Pix2GifInputError(
+            f"the video latent has {frames} frame; AnimateZero animates the first frame into the following ones: "
+            "set frames (the latent batch size) to 2 or more")
+    if window_length > frames:
+        raise Pix2GifInputError(
+            f"window_length {window_length} is longer than the video ({frames} frames); use at most {frames}, or 0 "
+            "for the video length")
+
+
+def _pinned_call(replay: TrajectoryReplay, args: dict, frames: int):
+    """The recorded evaluation for this UNet call, after checking the video pass against the trajectory."""
+    x = args["input"]
+    sample_sigmas = args["c"].get("transformer_options", {}).get("sample_sigmas")  # ComfyUI ≥ 0.3 only
+    if sample_sigmas is not None:
+        replay.check_schedule(sample_sigmas)
+    check_latent_size(replay.trajectory, tuple(x.shape[1:]))
+    evaluation = replay.evaluation_at(float(args["timestep"][0]))
+    if replay.departs(x[::frames], evaluation):
+        logger.warning(
+            "[%s] frame 1 of the video latent left the recorded first-frame trajectory at σ=%.4g: the video sampler "
+            "adds fresh noise at every step (ancestral/SDE samplers such as euler_ancestral or dpmpp_2m_sde) or its "
+            "seed differs from the First Frame node's. The model still sees and returns the recorded first frame, so "
+            "frame 1 ends on the image, within float rounding instead of bit-exactly.",
+            AnimateZero.TITLE, evaluation.sigma)
+    return evaluation
+
+
+def _animatezero_wrapper(replay: TrajectoryReplay | None, window_length: int, previous):
+    """UNet function wrapper: check the video, pin frame 1 of input and output, run the (motion) wrapper."""
+
+    def wrapper(apply_model, args):
+        x = args["input"]
+        frames = x.shape[0] // max(len(args["cond_or_uncond"]), 1)
+        with reported_as(AnimateZero.TITLE):
+            _check_frames(frames, window_length)
+            evaluation = None if replay is None else _pinned_call(replay, args, frames)
+        if evaluation is not None:
+            args = {**args, "input": pin_first_frames(x, frames, evaluation.state)}
+        out = previous(apply_model, args) if previous is not None else apply_model(args["input"], args["timestep"],
+                                                                                   **args["c"])
+        return out if evaluation is None else pin_first_frames(out, frames, evaluation.denoised)
+
+    return wrapper
+
+
+def _pin_combined_prediction(replay: TrajectoryReplay):
+    """Post-CFG hook: frame 1 of the guided prediction is the recorded x0 (whatever CFG function ran)."""
+
+    def post_cfg(args):
+        evaluation = replay.evaluation_done()
+        denoised = args["denoised"]
+        return denoised if evaluation is None else pin_first_frames(denoised, denoised.shape[0], evaluation.denoised)
+
+    return post_cfg
+
+
+class AnimateZero:
+    TITLE = "AnimateZero"
+    DESCRIPTION = (
+        "Zero-shot image animation (AnimateZero) on a motion-patched MODEL. Pin first frame: frame 1 follows the "
+        "trajectory of the image (from AnimateZero First Frame or Invert Image) at every step, so the first "
+        "frame of the GIF is the image. K/V sharing: in spatial self-attention every frame takes keys and values "
+        "from frame 1 (replace) or from itself and frame 1 (concat), for the chosen blocks and steps. Window "
+        "attention: in the chosen motion modules frame i attends causally to a window of frames ending at i, "
+        "padded with copies of frame 1, with corrected position encodings. Sample with the GIF Sampler or "
+        "KSampler using the trajectory's steps, scheduler and denoise. Pinning is exact with deterministic "
+        "samplers (euler, ddim, dpmpp_2m, heun, …) and within float rounding with ancestral/SDE ones (a warning "
+        "says so). Overrides other nodes' spatial self-attention replacements. All off = plain AnimateDiff.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        percent = {"min": 0.0, "max": 1.0, "step": 0.01}
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "Output of Apply Motion Model"}),
+                "pin_first_frame": ("BOOLEAN", {"default": True,
+                                                "tooltip": "Frame 1 follows the trajectory: the GIF starts with the "
+                                                           "image (needs `trajectory`)"}),
+                "kv_sharing": (KV_MODES, {"default": "replace",
+                                          "tooltip": "Spatial self-attention reads frame 1's keys/values: replace = "
+                                                     "only frame 1's, concat = own and frame 1's, off"}),
+                "kv_blocks": (list(BLOCK_RANGES), {"default": "all",
+                                                   "tooltip": "UNet blocks whose spatial self-attention shares "
+                                                              "(down = encoder, mid, up = decoder)"}),
+                "kv_start_percent": ("FLOAT", {"default": 0.0, **percent,
+                                               "tooltip": "Share from this fraction of the denoising (0 = first "
+                                                          "step)"}),
+                "kv_end_percent": ("FLOAT", {"default": 1.0, **percent,
+                                             "tooltip": "Share until this fraction of the denoising (1 = last "
+                                                        "step)"}),
+                "window_attention": ("BOOLEAN", {"default": True,
+                                                 "tooltip": "Positional-corrected causal window attention in the "
+                                                            "motion modules of window_blocks"}),
+                "window_length": ("INT", {"default": 0, "min": 0, "max": 64,
+                                          "tooltip": "Frames each frame attends to (≥ 2, at most the frames); "
+                                                     "0 = the video length"}),
+                "window_blocks": (list(BLOCK_RANGES), {"default": "down",
+                                                       "tooltip": "Motion modules with window attention; the "
+                                                                  "others keep global attention (paper: down)"}),
+            },
+            "optional": {
+                "trajectory": (TRAJECTORY_TYPE, {"tooltip": "From AnimateZero First Frame or Invert Image"}),
+            },
+        }
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = category("AnimateZero")
+
+    def patch(self, model, pin_first_frame, kv_sharing, kv_blocks, kv_start_percent, kv_end_percent,
+              window_attention, window_length, window_blocks, trajectory=None):
+        with reported_as(self.TITLE):
+            patched = set_temporal_variants(model, {})  # refuses a MODEL without motion model
+            if window_attention:
+                patched = set_temporal_variants(patched, _window_variants(patched, window_length, window_blocks))
+            if kv_sharing != "off":
+                self._share_kv(patched, kv_sharing, kv_blocks, kv_start_percent, kv_end_percent)
+            replay = None
+            if pin_first_frame:
+                if trajectory is None:
+                    raise Pix2GifInputError("pin_first_frame needs `trajectory`: connect AnimateZero First Frame or "
+                                            "Invert Image, or turn pin_first_frame off")
+                _check_noise_levels(trajectory, patched)
+                replay = TrajectoryReplay(trajectory)
+                patched.set_model_sampler_post_cfg_function(_pin_combined_prediction(replay))
+            if pin_first_frame or window_attention:
+                patched.set_model_unet_function_wrapper(_animatezero_wrapper(
+                    replay, window_length if window_attention else 0,
+                    patched.model_options.get("model_function_wrapper")))
+        return (patched,)
+
+    @staticmethod
+    def _share_kv(model, mode: str, blocks: str, start_percent: float, end_percent: float) -> None:
+        if start_percent > end_percent:
+            raise Pix2GifInputError(f"kv_start_percent {start_percent:g} is after kv_end_percent {end_percent:g}; "
+                                    "start must not be later than end")
+        sampling = _model_sampling(model)
+        patch = _shared_kv_patch(mode, sampling.percent_to_sigma(start_percent), sampling.percent_to_sigma(end_percent))
+        for kind, index, depth in _spatial_attention_positions(model, BLOCK_RANGES[blocks]):
+            model.set_model_attn1_replace(patch, kind, index, depth)
+
+
+NODE_CLASSES = {node_id("AnimateZeroFirstFrame"): AnimateZeroFirstFrame,
+                node_id("AnimateZeroInvert"): AnimateZeroInvert, node_id("AnimateZero"): AnimateZero}
+NODE_DISPLAY_NAMES = {key: display_name(cls.TITLE) for key, cls in NODE_CLASSES.items()}
