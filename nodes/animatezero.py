@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-from types import SimpleNamespace
 
 import comfy.model_management
 import comfy.sample
@@ -39,6 +38,7 @@ from .conventions import category, display_name, input_error, node_id, reported_
 from .gif_sampler import LATENT_CHANNELS
 from .motion_injection import MOTION_MODEL_KEY, schedule_patch, set_temporal_variants
 from .motion_model import BETA_SCHEDULES
+from .sampling_session import model_sampling, noise_range, run_in_sampling, sampler_sigmas
 
 logger = logging.getLogger(__name__)
 
@@ -54,27 +54,6 @@ STOCHASTIC_SAMPLER_MARKS = ("ancestral", "sde", "ddpm", "lcm", "seeds", "sa_solv
 DEFAULT_BETA_SCHEDULE = "sqrt_linear (AnimateDiff)"
 BETA_SCHEDULE_TOOLTIP = ("Noise schedule of this pass: choose the beta_schedule of Apply Motion Model on the video "
                          "MODEL, so both passes share noise levels")
-
-
-def _model_sampling(model):
-    """The MODEL's noise schedule object, its object patches included (ComfyUI 2024-03 and 0.3.x)."""
-    if hasattr(model, "get_model_object"):
-        return model.get_model_object("model_sampling")
-    patched = model.object_patches.get("model_sampling")
-    return patched if patched is not None else model.object_patches_backup.get("model_sampling",
-                                                                               model.model.model_sampling)
-
-
-def _noise_range(model) -> tuple[float, float]:
-    sampling = _model_sampling(model)
-    return float(sampling.sigma_min), float(sampling.sigma_max)
-
-
-def _sampler_sigmas(model, steps: int, sampler_name: str, scheduler: str, denoise: float) -> torch.Tensor:
-    """The noise levels ``comfy.sample.sample`` uses for these settings (KSampler's own computation)."""
-    owner = model if hasattr(model, "get_model_object") else SimpleNamespace(model_sampling=_model_sampling(model))
-    return comfy.samplers.KSampler(owner, steps=steps, device="cpu", sampler=sampler_name, scheduler=scheduler,
-                                   denoise=denoise).sigmas.cpu()
 
 
 def _image_model(model, beta_schedule: str):
@@ -163,9 +142,9 @@ class AnimateZeroFirstFrame:
         samples = comfy.sample.sample(image_model, noise, steps, cfg, sampler_name, scheduler, positive, negative,
                                       latent, denoise=1.0, callback=on_step, disable_pbar=True, seed=seed)
         with reported_as(self.TITLE):
-            trajectory = recorder.trajectory(_sampler_sigmas(image_model, steps, sampler_name, scheduler, 1.0),
+            trajectory = recorder.trajectory(sampler_sigmas(image_model, steps, sampler_name, scheduler, 1.0),
                                              settings=_settings(steps, sampler_name, scheduler, 1.0),
-                                             noise_range=_noise_range(image_model))
+                                             noise_range=noise_range(image_model))
         return ({"samples": samples}, trajectory)
 
 
@@ -218,26 +197,21 @@ class AnimateZeroInvert:
             raise input_error(self.TITLE, f"cfg {cfg:g} needs `negative`: connect a negative prompt or set cfg to 1")
         with reported_as(self.TITLE):
             image_model = _image_model(model, beta_schedule)
-        sigmas = _sampler_sigmas(image_model, steps, sampler_name, scheduler, denoise)
+        sigmas = sampler_sigmas(image_model, steps, sampler_name, scheduler, denoise)
         progress = comfy.utils.ProgressBar(len(sigmas) - 1)
-        inverted = {}
 
-        def invert_as_sampler(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
-            """A k-diffusion sampler function: ``x`` is the processed image latent (the start noise is zero)."""
+        def invert(denoise, x0):
+            """``x0`` is the processed image latent; the trajectory from it up to the highest level."""
             with torch.no_grad(), reported_as(self.TITLE):
-                inverted["states"] = ddim_invert(
-                    x, sigmas, lambda latent, sigma: model_k(latent, sigma, **extra_args),
-                    progress=lambda done, total: progress.update_absolute(done, total),
-                    check_cancel=comfy.model_management.throw_exception_if_processing_interrupted)
-            return x
+                return ddim_invert(x0, sigmas, denoise,
+                                   progress=lambda done, total: progress.update_absolute(done, total),
+                                   check_cancel=comfy.model_management.throw_exception_if_processing_interrupted)
 
-        sampler = comfy.samplers.KSAMPLER(invert_as_sampler)
-        comfy.sample.sample_custom(image_model, torch.zeros_like(image), cfg, sampler, sigmas, positive,
-                                   positive if negative is None else negative, image, disable_pbar=True, seed=0)
-        states = [_to_intermediate_device(state) for state in inverted["states"]]
+        inverted = run_in_sampling(image_model, positive, image, sigmas, invert, negative=negative, cfg=cfg)
+        states = [_to_intermediate_device(state) for state in inverted]
         trajectory = inverted_trajectory(states[-1], sigmas, states,
                                          settings=_settings(steps, sampler_name, scheduler, denoise),
-                                         noise_range=_noise_range(image_model))
+                                         noise_range=noise_range(image_model))
         return (trajectory,)
 
 
@@ -285,7 +259,7 @@ def _window_variants(model, window_length: int, window_blocks: str) -> dict:
 
 
 def _check_noise_levels(trajectory: FirstFrameTrajectory, model) -> None:
-    (low, high), (made_low, made_high) = _noise_range(model), trajectory.noise_range
+    (low, high), (made_low, made_high) = noise_range(model), trajectory.noise_range
     if not (math.isclose(low, made_low, rel_tol=1e-4) and math.isclose(high, made_high, rel_tol=1e-4)):
         raise Pix2GifInputError(
             f"the trajectory was made with noise levels σ {made_low:.4g}…{made_high:.4g} but this MODEL samples "
@@ -431,7 +405,7 @@ class AnimateZero:
         if start_percent > end_percent:
             raise Pix2GifInputError(f"kv_start_percent {start_percent:g} is after kv_end_percent {end_percent:g}; "
                                     "start must not be later than end")
-        sampling = _model_sampling(model)
+        sampling = model_sampling(model)
         patch = _shared_kv_patch(mode, sampling.percent_to_sigma(start_percent), sampling.percent_to_sigma(end_percent))
         for kind, index, depth in _spatial_attention_positions(model, BLOCK_RANGES[blocks]):
             model.set_model_attn1_replace(patch, kind, index, depth)

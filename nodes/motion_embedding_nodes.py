@@ -6,16 +6,14 @@ a motion-patched MODEL: *Apply Motion Embeddings* adds a temporal-variant provid
 UNet call, the embedding attention of each selected motion module for the latent size being sampled.
 
 Where the embedding nodes and the training node need the model itself they go through ComfyUI's own sampling
-(:func:`run_in_sampling`): model management, object patches, conditioning, wrappers and hooks are the sampler's.
+(:func:`.sampling_session.run_in_sampling`): model management, object patches, conditioning, wrappers and hooks
+are the sampler's.
 """
 from __future__ import annotations
 
 import math
 import os
 import re
-from collections.abc import Callable
-from types import SimpleNamespace
-from typing import TypeVar
 
 import comfy.model_management
 import comfy.sample
@@ -33,15 +31,13 @@ from ..pix2gif_core.noise_prior import DEFAULT_NOISE_PRIOR, blend_noise_prior, n
 from . import model_folders
 from .conventions import category, display_name, input_error, node_id, reported_as
 from .motion_injection import add_temporal_variant_provider, injected_motion_modules, motion_model_info
+from .sampling_session import Denoiser, run_in_sampling, sampler_sigmas
 
 MOTION_EMBEDDINGS_TYPE = "PIX2GIF_MOTION_EMBEDDINGS"
 CATEGORY = category("Motion Inversion")
 FILE_SUFFIX = ".safetensors"
 LATENT_SCALE = 8  # SD1.5 VAE: one latent cell per 8×8 pixels
 COMBINED_INPUTS = 4
-
-Result = TypeVar("Result")
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -58,27 +54,6 @@ def loaded_noise_schedule(model):
     loaded, the MODEL's object patches – e.g. the motion model's beta schedule – are applied to ``model.model``."""
     comfy.model_management.load_models_gpu([model])
     return model.model.model_sampling
-
-
-def run_in_sampling(model, positive, latent: torch.Tensor, sigmas: torch.Tensor,
-                    work: Callable[[Denoiser, torch.Tensor], Result]) -> Result:
-    """``work(denoise, x0)`` run inside ComfyUI's own sampling of ``model``; returns what ``work`` returns.
-
-    ``comfy.sample.sample_custom`` loads the model and calls a custom sampler function with ``x0`` = the
-    processed ``latent`` (F, C, h, w) (the start noise is zero) and ``denoise(x, sigma (F,)) → x0 estimate``,
-    the sampler's own model call at cfg 1: one conditional UNet pass on the F frames as one video (ComfyUI skips
-    the unconditional pass at cfg 1). ``sigmas`` only has to be a valid descending schedule for the sampler.
-    """
-    outcome = {}
-
-    def sampler_function(model_k, x, sigmas, extra_args=None, callback=None, disable=None):
-        extra = extra_args or {}
-        outcome["result"] = work(lambda noisy, sigma: model_k(noisy, sigma, **extra), x)
-        return x
-
-    comfy.sample.sample_custom(model, torch.zeros_like(latent), 1.0, comfy.samplers.KSAMPLER(sampler_function),
-                               sigmas, positive, positive, latent, disable_pbar=True, seed=0)
-    return outcome["result"]
 
 
 def embeddings_file(filename_prefix: str, node_title: str, suffix: str | None = None) -> str:
@@ -262,13 +237,6 @@ class LoadMotionEmbeddings:
 # Noise prior
 
 
-def scheduler_sigmas(model_sampling, scheduler: str, steps: int) -> torch.Tensor:
-    """The noise levels of ``scheduler`` over ``steps`` for a noise schedule object (ComfyUI 2024-03 and 0.3.x)."""
-    if hasattr(comfy.samplers, "calculate_sigmas"):
-        return comfy.samplers.calculate_sigmas(model_sampling, scheduler, steps)
-    return comfy.samplers.calculate_sigmas_scheduler(SimpleNamespace(model_sampling=model_sampling), scheduler, steps)
-
-
 def start_noise_scale(model_sampling, sigma: float) -> float:
     """k with ``x_start = latent + k·noise``: ComfyUI's ``noise_scaling`` at the first level of a schedule. It uses
     √(1+σ²) when the schedule starts at the model's σ_max (``KSAMPLER.max_denoise``), σ otherwise."""
@@ -311,7 +279,7 @@ class MotionNoisePrior:
         with reported_as(self.TITLE):
             weights = noise_prior_weights(prior_weight)
             model_sampling = loaded_noise_schedule(model)
-            sigmas = scheduler_sigmas(model_sampling, scheduler, steps)
+            sigmas = sampler_sigmas(model, steps, "euler", scheduler, 1.0)
             progress = comfy.utils.ProgressBar(len(sigmas) - 1)
 
             def invert(denoise: Denoiser, x0: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ def main() -> None:
     reference = cost_model.animatediff_added_flops(videos=2, frames=16)
     added = patched.flops - plain.flops
     print(f"host {args.host}: one CFG step, 2×16 frames, 64×64 latent")
-    print(f"| | TFLOP | aten ops |\n|---|---|---|")
+    print("| | TFLOP | aten ops |\n|---|---|---|")
     print(f"| plain SD1.5 UNet | {plain.flops / 1e12:.3f} | {plain.aten_ops} |")
     print(f"| + AnimateDiff v2 (ours) | {patched.flops / 1e12:.3f} | {patched.aten_ops} |")
     print(f"| ratio | {patched.flops / plain.flops:.3f} | {patched.aten_ops / plain.aten_ops:.3f} |")
