@@ -10,15 +10,10 @@ import comfy.utils
 import folder_paths
 
 from ..pix2gif_core.animation_writer import AnimationOptions, write_animation
-from .conventions import category, display_name, input_error, node_id, reported_as
+from .conventions import category, display_name, input_error, node_id, path_inside, reported_as
 
 FORMATS = ("gif", "webp", "apng", "mp4")
 GIF_DITHERS = ("none", "ordered", "floyd-steinberg")
-
-
-def _inside(folder: str, path: str) -> bool:
-    folder = os.path.realpath(folder)
-    return os.path.commonpath((folder, os.path.realpath(path))) == folder
 
 
 class SaveAnimation:
@@ -57,7 +52,7 @@ class SaveAnimation:
 
     def _target(self, filename_prefix: str, save_output: bool, extension: str, images) -> tuple[Path, str, str]:
         base_dir = folder_paths.get_output_directory() if save_output else folder_paths.get_temp_directory()
-        if os.path.isabs(filename_prefix) or not _inside(base_dir, os.path.join(base_dir, filename_prefix)):
+        if os.path.isabs(filename_prefix) or not path_inside(base_dir, os.path.join(base_dir, filename_prefix)):
             raise input_error(self.TITLE, f"filename_prefix '{filename_prefix}' points outside the "
                                           f"{'output' if save_output else 'temp'} folder; use a relative name "
                                           "such as 'animations/cat'")

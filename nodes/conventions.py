@@ -1,6 +1,7 @@
 """What every node of the pack shares: its id prefix, category tree and how user errors are reported."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 from ..pix2gif_core.errors import Pix2GifInputError
@@ -35,3 +36,9 @@ def reported_as(node_title: str):
 
 def input_error(node_title: str, message: str) -> Pix2GifInputError:
     return Pix2GifInputError(f"[{node_title}] {message}")
+
+
+def path_inside(folder: str, path: str) -> bool:
+    """Whether ``path`` stays inside ``folder`` once links and ``..`` are resolved (for user-given prefixes)."""
+    folder = os.path.realpath(folder)
+    return os.path.commonpath((folder, os.path.realpath(path))) == folder

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import folder_paths
+
+from .conventions import input_error
 
 MOTION_MODELS = "animatediff_models"
 MOTION_EMBEDDINGS = "motion_embeddings"
@@ -30,6 +33,26 @@ def files(folder_id: str) -> list[str]:
 
 def full_path(folder_id: str, name: str) -> str | None:
     return folder_paths.get_full_path(folder_id, name)
+
+
+def choice_error(folder_id: str, name: str, input_name: str, node_title: str,
+                 when_empty: Callable[[], str]) -> str | None:
+    """The VALIDATE_INPUTS message when ``name`` is not a file of ``models/<folder_id>`` (None when it is);
+    ``when_empty()`` says where to put files when the folder has none."""
+    available = files(folder_id)
+    if name in available:
+        return None
+    if not available:
+        return f"[{node_title}] {when_empty()}"
+    return f"[{node_title}] {input_name}: '{name}' is not in models/{folder_id}; pick one from the list"
+
+
+def chosen_path(folder_id: str, name: str, node_title: str, when_empty: Callable[[], str]) -> str:
+    """The full path of the chosen file, or the node's error saying where to put files."""
+    path = full_path(folder_id, name)
+    if path is None:
+        raise input_error(node_title, when_empty())
+    return path
 
 
 register(MOTION_MODELS)

@@ -29,7 +29,7 @@ from ..pix2gif_core.motion_embeddings import (MODES, RESOLUTION_POLICIES, ApplyO
 from ..pix2gif_core.motion_module import MotionModule
 from ..pix2gif_core.noise_prior import DEFAULT_NOISE_PRIOR, blend_noise_prior, noise_prior_weights
 from . import model_folders
-from .conventions import category, display_name, input_error, node_id, reported_as
+from .conventions import category, display_name, input_error, node_id, path_inside, reported_as
 from .motion_injection import add_temporal_variant_provider, injected_motion_modules, motion_model_info
 from .sampling_session import Denoiser, run_in_sampling, sampler_sigmas
 
@@ -61,7 +61,7 @@ def embeddings_file(filename_prefix: str, node_title: str, suffix: str | None = 
     without ``suffix`` the next free 5-digit counter. A prefix that leaves the folder is refused."""
     folder = os.path.realpath(model_folders.folders(model_folders.MOTION_EMBEDDINGS)[0])
     target = os.path.realpath(os.path.join(folder, filename_prefix))
-    if os.path.isabs(filename_prefix) or target == folder or os.path.commonpath((folder, target)) != folder:
+    if os.path.isabs(filename_prefix) or target == folder or not path_inside(folder, target):
         raise input_error(node_title, f"filename_prefix '{filename_prefix}' does not name a file inside {folder}; "
                                       "use a relative name such as 'motion_inversion/zoom'")
     directory, name = os.path.split(target)
@@ -218,17 +218,12 @@ class LoadMotionEmbeddings:
 
     @classmethod
     def VALIDATE_INPUTS(cls, embeddings_name):
-        available = model_folders.files(model_folders.MOTION_EMBEDDINGS)
-        if embeddings_name not in available:
-            if not available:
-                return f"[{cls.TITLE}] {cls.nothing_to_load()}"
-            return f"[{cls.TITLE}] '{embeddings_name}' is not in models/motion_embeddings; pick one from the list"
-        return True
+        return model_folders.choice_error(model_folders.MOTION_EMBEDDINGS, embeddings_name, "embeddings_name",
+                                          cls.TITLE, cls.nothing_to_load) or True
 
     def load(self, embeddings_name):
-        path = model_folders.full_path(model_folders.MOTION_EMBEDDINGS, embeddings_name)
-        if path is None:
-            raise input_error(self.TITLE, self.nothing_to_load())
+        path = model_folders.chosen_path(model_folders.MOTION_EMBEDDINGS, embeddings_name, self.TITLE,
+                                         self.nothing_to_load)
         with reported_as(self.TITLE):
             return (load_motion_embeddings(path),)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..pix2gif_core.motion_checkpoint import load_motion_module_set
 from . import model_folders
-from .conventions import category, display_name, input_error, node_id, reported_as
+from .conventions import category, display_name, node_id, reported_as
 from .motion_injection import LoadedMotionModel, inject
 
 MOTION_MODEL_TYPE = "PIX2GIF_MOTION_MODEL"
@@ -40,16 +40,11 @@ class LoadMotionModel:
 
     @classmethod
     def VALIDATE_INPUTS(cls, model_name):
-        if model_name not in model_folders.files(model_folders.MOTION_MODELS):
-            if not model_folders.files(model_folders.MOTION_MODELS):
-                return f"[{cls.TITLE}] {_missing_models_message()}"
-            return f"[{cls.TITLE}] '{model_name}' is not in models/animatediff_models; pick one from the list"
-        return True
+        return model_folders.choice_error(model_folders.MOTION_MODELS, model_name, "model_name", cls.TITLE,
+                                          _missing_models_message) or True
 
     def load(self, model_name, version):
-        path = model_folders.full_path(model_folders.MOTION_MODELS, model_name)
-        if path is None:
-            raise input_error(self.TITLE, _missing_models_message())
+        path = model_folders.chosen_path(model_folders.MOTION_MODELS, model_name, self.TITLE, _missing_models_message)
         with reported_as(self.TITLE):
             modules = load_motion_module_set(path, None if version == "auto" else version)
         return (LoadedMotionModel(model_name, modules),)

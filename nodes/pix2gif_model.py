@@ -20,7 +20,6 @@ import comfy.model_patcher
 import comfy.sd
 import comfy.sd1_clip
 import comfy.supported_models_base
-import folder_paths
 import torch
 
 from ..pix2gif_core.errors import Pix2GifInputError
@@ -43,7 +42,8 @@ from ..pix2gif_core.pix2gif_checkpoint import (
     split_pix2gif_checkpoint,
 )
 from ..pix2gif_core.pix2gif_flownet import FlowNet, IntervalEmbedding
-from .conventions import category, display_name, input_error, node_id, reported_as
+from . import model_folders
+from .conventions import category, display_name, node_id, reported_as
 
 PIX2GIF_MOTION_TYPE = "PIX2GIF_MOTION"
 CHECKPOINTS = "checkpoints"
@@ -184,7 +184,7 @@ def load_pix2gif(path: str, name: str, use_ema: bool):
 
 
 def _missing_checkpoint_message() -> str:
-    where = " or ".join(folder_paths.get_folder_paths(CHECKPOINTS))
+    where = " or ".join(model_folders.folders(CHECKPOINTS))
     return (f"no checkpoint found. Put a Pix2Gif training checkpoint (.ckpt with 'model_ema.*', 'flownet.*' and "
             f"'interval_embedding.*') into {where} and press Refresh")
 
@@ -198,7 +198,7 @@ class LoadPix2GifModel:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "ckpt_name": (folder_paths.get_filename_list(CHECKPOINTS), {"tooltip": "File in models/checkpoints"}),
+            "ckpt_name": (model_folders.files(CHECKPOINTS), {"tooltip": "File in models/checkpoints"}),
             "use_ema": ("BOOLEAN", {"default": True,
                                     "tooltip": "Use the EMA UNet ('model_ema.*') as the official inference does; "
                                                "off for files that store EMA weights under 'model.diffusion_model.'"}),
@@ -211,17 +211,11 @@ class LoadPix2GifModel:
 
     @classmethod
     def VALIDATE_INPUTS(cls, ckpt_name):
-        names = folder_paths.get_filename_list(CHECKPOINTS)
-        if ckpt_name not in names:
-            if not names:
-                return f"[{cls.TITLE}] {_missing_checkpoint_message()}"
-            return f"[{cls.TITLE}] ckpt_name: '{ckpt_name}' is not in models/checkpoints; pick one from the list"
-        return True
+        return model_folders.choice_error(CHECKPOINTS, ckpt_name, "ckpt_name", cls.TITLE,
+                                          _missing_checkpoint_message) or True
 
     def load(self, ckpt_name, use_ema):
-        path = folder_paths.get_full_path(CHECKPOINTS, ckpt_name)
-        if path is None:
-            raise input_error(self.TITLE, _missing_checkpoint_message())
+        path = model_folders.chosen_path(CHECKPOINTS, ckpt_name, self.TITLE, _missing_checkpoint_message)
         with reported_as(self.TITLE):
             return load_pix2gif(path, ckpt_name, use_ema)
 
