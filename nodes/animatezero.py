@@ -3,7 +3,7 @@
 - *AnimateZero First Frame* samples the image with the plain SD1.5 MODEL and records, for every model
   evaluation, the latent the model saw and the CFG-combined x0 it returned (a post-CFG hook of a clone);
 - *AnimateZero Invert Image* makes that trajectory for a real image by DDIM inversion, running
-  :func:`~pix2gif_core.ddim_inversion.ddim_invert` as a sampler through ``comfy.sample.sample_custom`` (so the
+  :func:`~pix2gif_core.diffusion.ddim_inversion.ddim_invert` as a sampler through ``comfy.sample.sample_custom`` (so the
   denoiser is ComfyUI's own model call with CFG);
 - *AnimateZero* patches a motion-patched MODEL: a UNet function wrapper (chained in front of the motion
   model's) replaces frame 1 of every video in each UNet input by the recorded latent and frame 1 of the output
@@ -27,17 +27,17 @@ import latent_preview
 import torch
 from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
 
-from ..pix2gif_core.ddim_inversion import ddim_invert
+from ..pix2gif_core.diffusion.ddim_inversion import ddim_invert
 from ..pix2gif_core.errors import Pix2GifInputError
-from ..pix2gif_core.first_frame_pinning import (FirstFrameTrajectory, TrajectoryRecorder, TrajectoryReplay,
+from ..pix2gif_core.animatezero.first_frame_pinning import (FirstFrameTrajectory, TrajectoryRecorder, TrajectoryReplay,
                                                 check_latent_size, inverted_trajectory, pin_first_frames)
-from ..pix2gif_core.motion_injection import InjectedMotionModule
-from ..pix2gif_core.shared_kv_attention import SHARING_MODES, shared_kv_attention
-from ..pix2gif_core.window_attention import PositionCorrectedWindowAttention
+from ..pix2gif_core.animatediff.injection import InjectedMotionModule
+from ..pix2gif_core.animatezero.shared_kv_attention import SHARING_MODES, shared_kv_attention
+from ..pix2gif_core.animatezero.window_attention import PositionCorrectedWindowAttention
 from .conventions import category, display_name, input_error, node_id, reported_as
-from .gif_sampler import LATENT_CHANNELS
-from .motion_injection import MOTION_MODEL_KEY, schedule_patch, set_temporal_variants
-from .motion_model import BETA_SCHEDULES
+from .animatediff_sampler import LATENT_CHANNELS
+from .animatediff_injection import MOTION_MODEL_KEY, schedule_patch, set_temporal_variants
+from .animatediff import BETA_SCHEDULES
 from .sampling_session import model_sampling, noise_range, run_in_sampling, sampler_sigmas
 
 logger = logging.getLogger(__name__)

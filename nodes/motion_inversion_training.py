@@ -18,14 +18,14 @@ import comfy.utils
 import torch
 from torch import nn
 
-from ..pix2gif_core.motion_embeddings import (LAYER_PRESETS, LayerEmbedding, LayerPredicate, MotionEmbeddingPatch,
+from ..pix2gif_core.motion_inversion.embeddings import (LAYER_PRESETS, LayerEmbedding, LayerPredicate, MotionEmbeddingPatch,
                                               MotionEmbeddings, save_motion_embeddings, sd15_layer_specs)
-from ..pix2gif_core.motion_inversion_loss import debiased_loss, plain_loss
+from ..pix2gif_core.motion_inversion.loss import debiased_loss, plain_loss
 from .conventions import category, display_name, input_error, node_id, reported_as
-from .motion_embedding_nodes import (LATENT_SCALE, MOTION_EMBEDDINGS_TYPE, embeddings_file, loaded_noise_schedule,
+from .motion_inversion import (LATENT_SCALE, MOTION_EMBEDDINGS_TYPE, embeddings_file, loaded_noise_schedule,
                                      motion_modules)
 from .sampling_session import Denoiser, run_in_sampling
-from .motion_injection import add_temporal_variant_provider, motion_model_info
+from .animatediff_injection import add_temporal_variant_provider, motion_model_info
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, int, torch.Generator], torch.Tensor]
 #: (ε̂, ε, frames per video, generator for the debiased loss's random frame) → scalar loss

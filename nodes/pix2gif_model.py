@@ -23,7 +23,7 @@ import comfy.supported_models_base
 import torch
 
 from ..pix2gif_core.errors import Pix2GifInputError
-from ..pix2gif_core.ldm_layout import (
+from ..pix2gif_core.diffusion.ldm_layout import (
     UNET_HEADS,
     VAE_RESOLUTION,
     ClipTextLayout,
@@ -34,14 +34,14 @@ from ..pix2gif_core.ldm_layout import (
     kl_vae_layout,
     unet_layout,
 )
-from ..pix2gif_core.motion_checkpoint import read_state_dict_file
-from ..pix2gif_core.pix2gif_checkpoint import (
+from ..pix2gif_core.animatediff.checkpoint import read_state_dict_file
+from ..pix2gif_core.pix2gif.checkpoint import (
     Pix2GifWeights,
     build_flownet,
     build_interval_embedding,
     split_pix2gif_checkpoint,
 )
-from ..pix2gif_core.pix2gif_flownet import FlowNet, IntervalEmbedding
+from ..pix2gif_core.pix2gif.flownet import FlowNet, IntervalEmbedding
 from . import model_folders
 from .conventions import category, display_name, node_id, reported_as
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..pix2gif_core.errors import Pix2GifInputError
-from ..pix2gif_core.pix2gif_checkpoint import PIX2GIF_UNET_IN_CHANNELS
-from ..pix2gif_core.pix2gif_conditioning import (
+from ..pix2gif_core.pix2gif.checkpoint import PIX2GIF_UNET_IN_CHANNELS
+from ..pix2gif_core.pix2gif.conditioning import (
     DEFAULT_IMAGE_CFG,
     DEFAULT_MAGNITUDES,
     DEFAULT_TEXT_CFG,
@@ -37,7 +37,7 @@ from ..pix2gif_core.pix2gif_conditioning import (
     motion_prompt,
     parse_magnitudes,
 )
-from ..pix2gif_core.pix2gif_flownet import IMAGE_SIZE, motion_guided_concat, require_pix2gif_latent
+from ..pix2gif_core.pix2gif.flownet import IMAGE_SIZE, motion_guided_concat, require_pix2gif_latent
 from .conventions import category, display_name, node_id, reported_as
 from .pix2gif_model import PIX2GIF_MOTION_TYPE, Pix2GifMotion
 

@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageSequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from pix2gif_core.gif_encoder import encode_gif  # noqa: E402
+from pix2gif_core.video.gif_encoder import encode_gif  # noqa: E402
 
 FPS = 8
 SIZE = 512

@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from pix2gif_core.motion_embeddings import ApplyOptions, LayerEmbedding, MotionEmbeddingAttention  # noqa: E402
-from pix2gif_core.motion_module import TemporalSelfAttention  # noqa: E402
+from pix2gif_core.motion_inversion.embeddings import ApplyOptions, LayerEmbedding, MotionEmbeddingAttention  # noqa: E402
+from pix2gif_core.animatediff.motion_module import TemporalSelfAttention  # noqa: E402
 
 REPS = int(os.environ.get("REPS", "15"))
 FRAMES, VIDEOS = 16, 2

@@ -78,7 +78,7 @@ def main() -> None:
     classes = nodes.NODE_CLASS_MAPPINGS
     training = sys.modules[classes["Pix2Gif_TrainMotionEmbeddings"].__module__]
     embedding_nodes = sys.modules[classes["Pix2Gif_ApplyMotionEmbeddings"].__module__]
-    core = sys.modules[training.__name__.rsplit(".nodes.", 1)[0] + ".pix2gif_core.motion_embeddings"]
+    core = sys.modules[training.__name__.rsplit(".nodes.", 1)[0] + ".pix2gif_core.motion_inversion.embeddings"]
 
     with torch.inference_mode():  # as the executor runs nodes
         model, clip, vae = classes["Pix2GifTest_TinyCheckpoint"]().load(0)

@@ -34,7 +34,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from pix2gif_core.motion_module import MotionModule, TemporalSelfAttention  # noqa: E402
+from pix2gif_core.animatediff.motion_module import MotionModule, TemporalSelfAttention  # noqa: E402
 
 CHANNELS, FRAMES, VIDEOS = 320, 16, 2
 

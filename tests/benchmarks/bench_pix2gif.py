@@ -30,9 +30,9 @@ REPO = BENCH_DIR.parent.parent
 sys.path.insert(0, str(REPO / "tests" / "harness"))
 from bench_warp import PAIRS, paired  # noqa: E402  (also puts the repository root on sys.path)
 
-from pix2gif_core.animation_writer import AnimationOptions, write_animation  # noqa: E402
-from pix2gif_core.motion_field import motion_field, warp_frames  # noqa: E402
-from pix2gif_core.pix2gif_flownet import FlowNet, motion_guided_concat  # noqa: E402
+from pix2gif_core.video.animation_writer import AnimationOptions, write_animation  # noqa: E402
+from pix2gif_core.warps.motion_field import motion_field, warp_frames  # noqa: E402
+from pix2gif_core.pix2gif.flownet import FlowNet, motion_guided_concat  # noqa: E402
 
 SAMPLE = REPO / "workflows" / "assets" / "sample_landscape.png"
 FRAMES, ZOOM_PX, FPS = 16, 32.0, 12.0

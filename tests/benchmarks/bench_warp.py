@@ -19,8 +19,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from pix2gif_core.motion_field import motion_field, warp_frames  # noqa: E402
-from pix2gif_core.motion_magnitude import measure_motion  # noqa: E402
+from pix2gif_core.warps.motion_field import motion_field, warp_frames  # noqa: E402
+from pix2gif_core.metrics.motion_magnitude import measure_motion  # noqa: E402
 
 FRAMES, CHANNELS, SIDE = 16, 3, 512
 PAIRS = int(os.environ.get("PAIRS", "15"))

@@ -39,9 +39,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_motion_module import paired, peak_bytes  # noqa: E402
 
-from pix2gif_core.motion_module import TemporalSelfAttention, global_temporal_attention  # noqa: E402
-from pix2gif_core.shared_kv_attention import shared_kv_attention  # noqa: E402
-from pix2gif_core.window_attention import PositionCorrectedWindowAttention, attend_window  # noqa: E402
+from pix2gif_core.animatediff.motion_module import TemporalSelfAttention, global_temporal_attention  # noqa: E402
+from pix2gif_core.animatezero.shared_kv_attention import shared_kv_attention  # noqa: E402
+from pix2gif_core.animatezero.window_attention import PositionCorrectedWindowAttention, attend_window  # noqa: E402
 
 HEADS, VIDEOS = 8, 2
 Case = tuple[str, str, Callable[[], Tensor], Callable[[], Tensor], int]

@@ -89,8 +89,8 @@ def sd15_call_costs(videos: int = 2, frames: int = 16, side: int = 64) -> tuple[
     import nodes
 
     pack = __import__(nodes.NODE_CLASS_MAPPINGS["Pix2Gif_ApplyMotionModel"].__module__, fromlist=["x"])
-    core = __import__(pack.__name__.rsplit(".nodes", 1)[0] + ".pix2gif_core.motion_module", fromlist=["x"])
-    injection = __import__(pack.__name__.rsplit(".", 1)[0] + ".motion_injection", fromlist=["x"])
+    core = __import__(pack.__name__.rsplit(".nodes", 1)[0] + ".pix2gif_core.animatediff.motion_module", fromlist=["x"])
+    injection = __import__(pack.__name__.rsplit(".", 1)[0] + ".animatediff_injection", fromlist=["x"])
 
     config = comfy.supported_models.SD15(dict(SD15_UNET))
     config.set_inference_dtype(torch.float16, None)

@@ -131,7 +131,7 @@ def tiny_motion_embeddings(seed: int = 0, *, frames: int = 16, version: str = "v
     """Random motion embeddings (both attentions of ``modules``, query/key and value) for the tiny motion model at
     ``TINY_SIZE``. Needs the repository root on sys.path."""
     import torch
-    from pix2gif_core.motion_embeddings import LayerEmbedding, MotionEmbeddings, sd15_layer_specs
+    from pix2gif_core.motion_inversion.embeddings import LayerEmbedding, MotionEmbeddings, sd15_layer_specs
 
     generator = torch.Generator().manual_seed(seed)
     layers = {}
@@ -155,7 +155,7 @@ def use_embeddings_folder(folder: Path) -> None:
 
 def _tiny_embeddings_file(folder: Path) -> str:
     """Write (once per folder) tiny random motion embeddings for the tiny motion model into ``folder``."""
-    from pix2gif_core.motion_embeddings import save_motion_embeddings
+    from pix2gif_core.motion_inversion.embeddings import save_motion_embeddings
 
     if not (folder / TINY_EMBEDDINGS_FILE).is_file():
         save_motion_embeddings(tiny_motion_embeddings(), folder / TINY_EMBEDDINGS_FILE)

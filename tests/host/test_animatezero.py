@@ -232,7 +232,7 @@ def test_window_attention_goes_to_the_chosen_motion_modules(host, test_nodes, mo
     model = patched_model(motion_files, test_nodes, version, window_blocks=blocks, window_length=4)
     variants = model.model_options["transformer_options"]["pix2gif_temporal_variants"]
     assert len(variants) == count
-    assert all(isinstance(v, pack.pix2gif_core.window_attention.PositionCorrectedWindowAttention)
+    assert all(isinstance(v, pack.pix2gif_core.animatezero.window_attention.PositionCorrectedWindowAttention)
                and v.window_length == 4 for v in variants.values())
 
 

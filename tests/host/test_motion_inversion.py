@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from pix2gif_core.motion_embeddings import LayerEmbedding, MotionEmbeddings, save_motion_embeddings
+from pix2gif_core.motion_inversion.embeddings import LayerEmbedding, MotionEmbeddings, save_motion_embeddings
 
 import workflow
 from graphs import txt2vid

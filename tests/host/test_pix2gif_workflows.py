@@ -58,7 +58,7 @@ def measured_text(ui: dict, result) -> str:
 
 
 def test_motion_preview_gif_motion_grows_with_the_requested_magnitude(bundled, pack):
-    measure_motion = pack.pix2gif_core.motion_magnitude.measure_motion
+    measure_motion = pack.pix2gif_core.metrics.motion_magnitude.measure_motion
     ui, result = bundled("motion_preview.json")
     frames, durations = saved_animation(ui, result)
     assert frames.shape == (30, 512, 512, 3)  # 16 frames ping-ponged

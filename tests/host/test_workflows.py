@@ -81,7 +81,7 @@ def saved_by(ui, result, node_type: str) -> dict:
 
 
 def test_motion_inversion_train(host, tmp_path):
-    from pix2gif_core.motion_embeddings import load_motion_embeddings
+    from pix2gif_core.motion_inversion.embeddings import load_motion_embeddings
     from run_workflow import install_workflow_assets
 
     install_workflow_assets()

@@ -1,0 +1,87 @@
+"""Node: save an IMAGE batch as an animated GIF / WebP / APNG / MP4 that plays in the node's preview."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+
+from ..pix2gif_core.video.animation_writer import AnimationOptions, write_animation
+from .conventions import category, display_name, input_error, node_id, path_inside, reported_as
+
+FORMATS = ("gif", "webp", "apng", "mp4")
+GIF_DITHERS = ("none", "ordered", "floyd-steinberg")
+
+
+class SaveAnimation:
+    TITLE = "Save Animation"
+    DESCRIPTION = ("Writes the frames as one animated file (GIF with one palette per clip, WebP, APNG, or MP4 "
+                   "when PyAV is installed) with the workflow embedded, and plays it in the node.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "filename_prefix": ("STRING", {"default": "Pix2Gif",
+                                               "tooltip": "May contain subfolders inside the output folder"}),
+                "format": (FORMATS, {"default": "gif"}),
+                "fps": ("FLOAT", {"default": 8.0, "min": 0.1, "max": 120.0, "step": 0.1}),
+                "loop_count": ("INT", {"default": 0, "min": 0, "max": 65535,
+                                       "tooltip": "How many times the animation plays; 0 = forever"}),
+                "pingpong": ("BOOLEAN", {"default": False, "tooltip": "Play forwards then backwards"}),
+                "save_output": ("BOOLEAN", {"default": True,
+                                            "tooltip": "Off: write to the temp folder (preview only)"}),
+                "gif_dither": (GIF_DITHERS, {"default": "none",
+                                             "tooltip": "none: best PSNR and size (one palette per clip); "
+                                                        "ordered: smoother gradients, stable between frames"}),
+                "webp_quality": ("INT", {"default": 90, "min": 0, "max": 100}),
+                "mp4_crf": ("INT", {"default": 19, "min": 0, "max": 51,
+                                    "tooltip": "H.264 constant rate factor: 0 lossless, 19 visually clean, 51 worst"}),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    CATEGORY = category("Output")
+
+    def _target(self, filename_prefix: str, save_output: bool, extension: str, images) -> tuple[Path, str, str]:
+        base_dir = folder_paths.get_output_directory() if save_output else folder_paths.get_temp_directory()
+        if os.path.isabs(filename_prefix) or not path_inside(base_dir, os.path.join(base_dir, filename_prefix)):
+            raise input_error(self.TITLE, f"filename_prefix '{filename_prefix}' points outside the "
+                                          f"{'output' if save_output else 'temp'} folder; use a relative name "
+                                          "such as 'animations/cat'")
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, base_dir, images.shape[2], images.shape[1])
+        os.makedirs(folder, exist_ok=True)
+        filename = f"{name}_{counter:05}.{extension}"
+        return Path(folder) / filename, subfolder, filename
+
+    def save(self, images, filename_prefix, format, fps, loop_count, pingpong, save_output, gif_dither,
+             webp_quality, mp4_crf, prompt=None, extra_pnginfo=None):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        metadata = {}
+        if prompt is not None:
+            metadata["prompt"] = json.dumps(prompt)
+        for key, value in (extra_pnginfo or {}).items():
+            metadata[key] = json.dumps(value)
+        extension = "png" if format == "apng" else format
+        path, subfolder, filename = self._target(filename_prefix, save_output, extension, images)
+        progress = comfy.utils.ProgressBar(1)
+        with reported_as(self.TITLE):
+            options = AnimationOptions(fmt=format, fps=fps, loop=loop_count, pingpong=pingpong,
+                                       gif_dither=gif_dither, webp_quality=webp_quality, mp4_crf=mp4_crf)
+            write_animation(images, path, options, metadata)
+        progress.update(1)
+        result = {"filename": filename, "subfolder": subfolder, "type": "output" if save_output else "temp",
+                  "format": format, "frame_rate": fps}
+        return {"ui": {"images": [result], "animated": (True,)}}
+
+
+NODE_CLASSES = {node_id("SaveAnimation"): SaveAnimation}
+NODE_DISPLAY_NAMES = {key: display_name(cls.TITLE) for key, cls in NODE_CLASSES.items()}

@@ -1,0 +1,89 @@
+"""Layers that run inside a 2-D SD UNet to make it a video UNet: injected motion modules and cross-frame GroupNorm.
+
+The host calls these layers with the feature map only, ``(B·F, C, H, W)``, where the batch packs B videos
+(e.g. the cond and uncond halves of a CFG batch) of F frames each. The frame count and the per-call
+temporal-attention variants come from a :class:`FrameContext` shared by all layers of one patched model and
+filled before every UNet call by the host glue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import Pix2GifInputError
+from .motion_module import MotionModule, TemporalAttentionVariant, TemporalSelfAttention
+
+
+@dataclass
+class FrameContext:
+    """What the injected layers need per UNet call that the host does not pass to them.
+
+    ``video_length`` is F (frames per video in the current batch); ``variants`` maps a motion-module name
+    (e.g. ``"down_blocks.0.motion_modules.1"``) to the temporal-attention variant to use in place of global
+    attention for this call.
+    """
+
+    video_length: int = 0
+    variants: dict[str, TemporalAttentionVariant] = field(default_factory=dict)
+
+    def frames_in(self, batch: int, layer: str) -> int:
+        """F for a batch of ``batch`` = B·F feature maps; raises if the glue did not set it consistently."""
+        if self.video_length < 1 or batch % self.video_length:
+            raise Pix2GifInputError(
+                f"{layer}: a batch of {batch} feature maps cannot be split into videos of {self.video_length} "
+                "frames; the motion model only works inside a UNet call made by a sampler on a video latent")
+        return self.video_length
+
+
+def follow_input(module: nn.Module, x: torch.Tensor) -> None:
+    """Move ``module`` to ``x``'s device and floating dtype if it is elsewhere (a one-time cost per load)."""
+    reference = next(module.parameters(), None)
+    if reference is not None and (reference.device != x.device or reference.dtype != x.dtype):
+        module.to(device=x.device, dtype=x.dtype)
+
+
+class InjectedMotionModule(nn.Module):
+    """A motion module placed in a UNet block: ``(B·F, C, H, W) -> (B·F, C, H, W)``.
+
+    ``key_scale`` is this placement's motion scale; the wrapped module may be shared with other patched models,
+    so the scale is set on its attentions at every call.
+    """
+
+    def __init__(self, name: str, module: MotionModule, context: FrameContext, key_scale: float = 1.0):
+        super().__init__()
+        self.name = name
+        self.module = module
+        self.context = context
+        self.key_scale = float(key_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = self.context.frames_in(x.shape[0], self.name)
+        follow_input(self.module, x)
+        for attention in self.module.modules():
+            if isinstance(attention, TemporalSelfAttention):
+                attention.key_scale = self.key_scale
+        return self.module(x, frames, self.context.variants.get(self.name))
+
+
+class CrossFrameGroupNorm(nn.Module):
+    """GroupNorm whose statistics span all frames of a video, as AnimateDiff v1 was trained (methods.md §1.2).
+
+    Wraps the UNet's own per-image GroupNorm (its weights are used as they are); ``(B·F, C, H, W)`` in and out.
+    """
+
+    def __init__(self, norm: nn.GroupNorm, context: FrameContext):
+        super().__init__()
+        self.norm = norm
+        self.context = context
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = self.context.frames_in(x.shape[0], "cross-frame GroupNorm")
+        videos = x.shape[0] // frames
+        stacked = x.reshape(videos, frames, *x.shape[1:]).transpose(1, 2)  # (B, C, F, H, W)
+        weight = None if self.norm.weight is None else self.norm.weight.to(x)
+        bias = None if self.norm.bias is None else self.norm.bias.to(x)
+        normed = F.group_norm(stacked, self.norm.num_groups, weight, bias, self.norm.eps)
+        return normed.transpose(1, 2).reshape(x.shape)

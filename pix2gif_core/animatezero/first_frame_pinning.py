@@ -1,0 +1,214 @@
+"""AnimateZero first-frame pinning ("latent insertion", methods.md §3.2, §3.4) in ComfyUI's σ parametrisation.
+
+A :class:`FirstFrameTrajectory` holds every model evaluation of the pass that made the first frame: the noise
+level σ, the latent the model saw there (``state``) and the x0 estimate it returned (``denoised``), in the
+order the sampler evaluated the model. Two origins:
+
+- ``"generated"``: recorded while a text-to-image pass sampled the image (:class:`TrajectoryRecorder`);
+  ``denoised`` is the CFG-combined prediction of that pass;
+- ``"inverted"``: from DDIM inversion of a real image's latent (:func:`inverted_trajectory`); ``state`` is the
+  inverted latent at each level and ``denoised`` the clean latent itself at every level.
+
+During the video pass the host glue asks a :class:`TrajectoryReplay` for the evaluation at each call's σ,
+gives the model :func:`pin_first_frames` of its input with ``state`` and pins frame 1 of the output to
+``denoised``. A denoiser returns x0 and classifier-free guidance combines cond and uncond linearly, so frame 1's
+combined prediction is exactly ``denoised``; every sampler's final step to σ = 0 lands on the last denoised
+value, so frame 1 ends on the image (bit-exactly when its sampler latent retraces the recorded states, else
+within float rounding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from ..diffusion.ddim_inversion import check_trajectory_sigmas
+from ..errors import Pix2GifInputError
+
+ORIGINS = ("generated", "inverted")
+SIGMA_RTOL = 1e-4
+#: frame 1 of the sampler's latent counts as "on the trajectory" within this relative tolerance
+DEPARTURE_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class PinnedEvaluation:
+    """One model evaluation of the first frame: noise level, latent seen ``(1, C, h, w)``, x0 returned."""
+
+    sigma: float
+    state: Tensor
+    denoised: Tensor
+
+
+@dataclass(frozen=True)
+class FirstFrameTrajectory:
+    """How frame 1 is denoised, in model (``process_latent_in``) space.
+
+    ``sigmas``: the schedule the trajectory was made on, descending, final level (usually 0) included;
+    ``evaluations``: in sampler order (a σ may repeat, e.g. Heun's predictor and next step);
+    ``origin``: one of :data:`ORIGINS`; ``settings``: how it was made, e.g. "4 steps, euler, normal, denoise
+    1.0" (named in error messages); ``noise_range``: ``(σ_min, σ_max)`` of the noise schedule it was made with.
+    """
+
+    sigmas: tuple[float, ...]
+    evaluations: tuple[PinnedEvaluation, ...]
+    origin: str
+    settings: str
+    noise_range: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        if self.origin not in ORIGINS:
+            raise ValueError(f"origin '{self.origin}' is not one of {ORIGINS}")
+        if not self.evaluations:
+            raise Pix2GifInputError("the first-frame trajectory is empty: its pass never evaluated the model.")
+        shape = self.evaluations[0].state.shape
+        for evaluation in self.evaluations:
+            if evaluation.state.dim() != 4 or evaluation.state.shape[0] != 1 or (
+                    evaluation.state.shape != shape or evaluation.denoised.shape != shape):
+                raise Pix2GifInputError(
+                    f"the first-frame trajectory must hold one latent (1, C, h, w) per evaluation; got states "
+                    f"{tuple(evaluation.state.shape)} and denoised {tuple(evaluation.denoised.shape)}.")
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """``(C, h, w)`` of the first-frame latent."""
+        return tuple(self.evaluations[0].state.shape[1:])
+
+    def evaluation_indices(self, sigma: float) -> list[int]:
+        """Indices of the evaluations made at ``sigma`` (relative tolerance :data:`SIGMA_RTOL`)."""
+        return [index for index, evaluation in enumerate(self.evaluations)
+                if math.isclose(evaluation.sigma, sigma, rel_tol=SIGMA_RTOL, abs_tol=1e-8)]
+
+
+def inverted_trajectory(x0: Tensor, sigmas: Tensor, states: list[Tensor], *, settings: str,
+                        noise_range: tuple[float, float]) -> FirstFrameTrajectory:
+    """Trajectory of a real image from :func:`~pix2gif_core.ddim_inversion.ddim_invert`'s output.
+
+    ``x0`` ``(1, C, h, w)``: the clean latent; ``sigmas``: the levels inverted over (descending, final 0
+    included); ``states[i]``: the latent at ``sigmas[i]``. The model is evaluated at every level but the last;
+    each returns ``x0``, so any sampler's frame 1 follows ``x0 + σ·(its noise direction)`` down to ``x0``.
+    """
+    levels = sigmas.double().flatten().tolist()
+    if len(states) != len(levels):
+        raise ValueError(f"{len(states)} inverted latents for {len(levels)} noise levels")
+    evaluations = tuple(PinnedEvaluation(level, state, x0) for level, state in zip(levels[:-1], states[:-1]))
+    return FirstFrameTrajectory(tuple(levels), evaluations, "inverted", settings, noise_range)
+
+
+class TrajectoryRecorder:
+    """Collects the evaluations of a one-image sampling pass into a ``"generated"`` trajectory."""
+
+    def __init__(self) -> None:
+        self._evaluations: list[PinnedEvaluation] = []
+
+    def record(self, sigma: Tensor, state: Tensor, denoised: Tensor) -> None:
+        """One model evaluation: ``sigma`` ``(1,)``, ``state`` the latent ``(1, C, h, w)`` the model saw,
+        ``denoised`` the (CFG-combined) x0 estimate ``(1, C, h, w)``; both are copied."""
+        if state.shape[0] != 1:
+            raise Pix2GifInputError(
+                f"the first-frame pass must sample one latent, not a batch of {state.shape[0]}.")
+        self._evaluations.append(PinnedEvaluation(float(sigma.flatten()[0]), state.detach().clone(),
+                                                  denoised.detach().clone()))
+
+    def trajectory(self, sigmas: Tensor, *, settings: str, noise_range: tuple[float, float]) -> FirstFrameTrajectory:
+        """The recorded evaluations made on the schedule ``sigmas`` (descending, final level included)."""
+        return FirstFrameTrajectory(tuple(sigmas.double().flatten().tolist()), tuple(self._evaluations),
+                                    "generated", settings, noise_range)
+
+
+def check_latent_size(trajectory: FirstFrameTrajectory, latent_shape: tuple[int, ...]) -> None:
+    """Raise unless video frames ``(C, h, w)`` have the first frame's latent size."""
+    expected = trajectory.latent_shape
+    if tuple(latent_shape) != expected:
+        raise Pix2GifInputError(
+            f"the first frame is {expected[2] * 8}×{expected[1] * 8} px ({expected[0]}-channel latent "
+            f"{expected[1]}×{expected[2]}) but the video latent is {latent_shape[2] * 8}×{latent_shape[1] * 8} px "
+            f"({latent_shape[0]}×{latent_shape[1]}×{latent_shape[2]}); give the video sampler the image's width and "
+            "height, or scale the image to the video size before encoding it.")
+
+
+class TrajectoryReplay:
+    """Which recorded evaluation each model evaluation of the video pass replays.
+
+    The video pass must evaluate the recorded levels in order. The next evaluation at σ takes the first
+    recorded one at σ from the cursor on, skipping only evaluations at the level just replayed (a Heun
+    trajectory replayed by Euler skips Heun's second evaluation of each level); else the highest level starts
+    a new run (a new sampling of the same MODEL); else it may repeat the level just replayed (Heun replaying an
+    inverted trajectory, which has one evaluation per level). Every UNet call of one evaluation (cond and
+    uncond may be split into separate calls) gets the same entry until :meth:`evaluation_done`.
+    """
+
+    def __init__(self, trajectory: FirstFrameTrajectory) -> None:
+        self.trajectory = trajectory
+        self._cursor = 0
+        self._current: int | None = None
+        self._departed = False
+
+    def check_schedule(self, video_sigmas: Tensor) -> None:
+        """Raise unless the video pass samples the trajectory's schedule (same steps and levels)."""
+        try:
+            check_trajectory_sigmas(video_sigmas.new_tensor(self.trajectory.sigmas), video_sigmas, rtol=SIGMA_RTOL)
+        except Pix2GifInputError as err:
+            raise Pix2GifInputError(f"{err} The trajectory was made with {self.trajectory.settings}.") from None
+
+    def evaluation_at(self, sigma: float) -> PinnedEvaluation:
+        """The recorded evaluation for a model call at ``sigma``; raises if the video pass left the recorded
+        order of noise levels (other steps, scheduler, sampler or denoise than the trajectory's)."""
+        matches = self.trajectory.evaluation_indices(sigma)
+        if self._current not in matches:
+            self._current = self._next_index(matches, sigma)
+        return self.trajectory.evaluations[self._current]
+
+    def _next_index(self, matches: list[int], sigma: float) -> int:
+        evaluations, cursor = self.trajectory.evaluations, self._cursor
+        following = [index for index in matches if index >= cursor]
+        if following:
+            last_level = evaluations[cursor - 1].sigma if cursor else math.nan
+            if all(math.isclose(skipped.sigma, last_level, rel_tol=SIGMA_RTOL)
+                   for skipped in evaluations[cursor:following[0]]):
+                return following[0]
+        if 0 in matches:
+            self._departed = False
+            return 0
+        if cursor > 0 and cursor - 1 in matches:
+            return cursor - 1
+        expected = f"σ={evaluations[cursor].sigma:.4g}" if cursor < len(evaluations) else "no further evaluation"
+        levels = self.trajectory.sigmas
+        raise Pix2GifInputError(
+            f"the video pass evaluates the model at σ={sigma:.4g} where the first-frame trajectory expects "
+            f"{expected}: it was made with {self.trajectory.settings} ({len(levels) - 1} steps, σ {levels[0]:.4g} → "
+            f"{levels[-1]:.4g}). Use the same steps, scheduler, sampler and denoise in both passes.")
+
+    def evaluation_done(self) -> PinnedEvaluation | None:
+        """Close the evaluation in progress (after CFG) and return it; the next call moves on. None if no call
+        asked for an evaluation since the last one closed."""
+        if self._current is None:
+            return None
+        done, self._cursor, self._current = self._current, self._current + 1, None
+        return self.trajectory.evaluations[done]
+
+    def departs(self, first_frames: Tensor, evaluation: PinnedEvaluation) -> bool:
+        """True once per run, when frame 1 of the sampler's latent ``first_frames`` ``(n, C, h, w)`` first leaves
+        the recorded ``evaluation.state`` of a generated trajectory (fresh noise of an ancestral/SDE sampler, or
+        other start noise). Never for inverted trajectories, whose frame 1 starts from the video's own noise."""
+        if self._departed or self.trajectory.origin != "generated":
+            return False
+        state = evaluation.state.to(first_frames)
+        scale = float(state.abs().max()) or 1.0
+        self._departed = bool((first_frames - state).abs().max() > DEPARTURE_RTOL * scale)
+        return self._departed
+
+
+def pin_first_frames(batch: Tensor, frames: int, first: Tensor) -> Tensor:
+    """Copy of ``batch`` ``(videos·frames, C, h, w)`` whose frame 0 of every video is ``first`` ``(1, C, h, w)``."""
+    if frames < 1 or batch.shape[0] % frames:
+        raise ValueError(f"a batch of {batch.shape[0]} latents is not a whole number of {frames}-frame videos")
+    pinned = batch.clone()
+    pinned[::frames] = first.to(device=batch.device, dtype=batch.dtype)
+    return pinned

@@ -1,0 +1,100 @@
+"""AnimateZero spatial appearance control: every frame's spatial self-attention reads the first frame's keys and
+values (methods.md §3.2).
+
+Inputs are ComfyUI's attn1 tensors ``(B·F, T, C)``: the batch is ``chunks × video_length`` (cond/uncond chunks,
+each ``video_length`` consecutive frames), ``T = H·W`` tokens, heads not split. Frame 0 of each chunk is its
+anchor; chunks never mix. ``attn1_patch(n, context, value, extra_options)`` sees the normed hidden states before
+``to_k``/``to_v`` – pass them through :func:`first_frame_kv`; ``attn1_replace(q, k, v, extra_options)`` sees the
+projections and returns the attention before ``to_out`` – use :func:`shared_kv_attention`. Both give the same
+result because the projections act on each token alone.
+
+Modes (the paper does not say which, methods.md §3.2, §9 item 2): ``"replace"`` – keys/values are the anchor's
+tokens only; ``"concat"`` – each frame's own tokens followed by the anchor's (2T keys; for the anchor itself this
+equals plain self-attention).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import Pix2GifInputError
+
+SHARING_MODES = ("replace", "concat")
+
+
+def _chunk_count(tokens: Tensor, video_length: int, name: str) -> int:
+    """Number of ``video_length``-frame chunks in the batch of ``tokens`` ``(B·F, T, C)``."""
+    if tokens.dim() != 3:
+        raise Pix2GifInputError(
+            f"{name} has shape {tuple(tokens.shape)}; expected (frames × chunks, tokens, channels)."
+        )
+    if video_length < 1 or tokens.shape[0] % video_length:
+        raise Pix2GifInputError(
+            f"{name} holds {tokens.shape[0]} frames, not a whole number of videos of video_length={video_length}; "
+            "make the batch (frames × cond/uncond chunks) a multiple of video_length."
+        )
+    return tokens.shape[0] // video_length
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in SHARING_MODES:
+        raise Pix2GifInputError(
+            f"key/value sharing mode '{mode}' is unknown; choose one of {', '.join(SHARING_MODES)}."
+        )
+
+
+def first_frame_kv(k: Tensor, v: Tensor, video_length: int, mode: str) -> tuple[Tensor, Tensor]:
+    """Keys and values of every frame taken from its chunk's frame 0.
+
+    ``k``, ``v``: ``(B·F, T, C)`` hidden states or projections. ``"replace"`` → ``(B·F, T, C)`` (frame 0's
+    tokens for every frame); ``"concat"`` → ``(B·F, 2T, C)`` (own tokens, then frame 0's).
+    """
+    _check_mode(mode)
+    if k.shape != v.shape:
+        raise Pix2GifInputError(f"keys {tuple(k.shape)} and values {tuple(v.shape)} must have the same shape.")
+    chunks = _chunk_count(k, video_length, "keys")
+    _, tokens, channels = k.shape
+
+    def share(states: Tensor) -> Tensor:
+        frames = states.reshape(chunks, video_length, tokens, channels)
+        anchor = frames[:, :1].expand(-1, video_length, -1, -1)
+        if mode == "replace":
+            return anchor.reshape(chunks * video_length, tokens, channels)
+        return torch.cat([frames, anchor], dim=2).reshape(chunks * video_length, 2 * tokens, channels)
+
+    return share(k), share(v)
+
+
+def _multi_head_attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
+    """SDPA of ``q (B, Lq, C)`` over ``k, v (B, Lk, C)`` with ``heads`` heads → ``(B, Lq, C)``."""
+    batch, queries, channels = q.shape
+
+    def split(tokens: Tensor) -> Tensor:
+        return tokens.reshape(tokens.shape[0], tokens.shape[1], heads, channels // heads).transpose(1, 2)
+
+    attended = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    return attended.transpose(1, 2).reshape(batch, queries, channels)
+
+
+def shared_kv_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, video_length: int, mode: str) -> Tensor:
+    """Spatial self-attention with keys/values from each chunk's frame 0 → ``(B·F, T, C)`` (before ``to_out``).
+
+    ``q``, ``k``, ``v``: projected ``(B·F, T, C)`` as ``attn1_replace`` receives them; ``heads``:
+    ``extra_options["n_heads"]``; softmax scale ``1/√(C/heads)``.
+    """
+    _check_mode(mode)
+    chunks = _chunk_count(q, video_length, "queries")
+    if k.shape[0] != q.shape[0] or k.shape[2] != q.shape[2] or q.shape[2] % heads:
+        raise Pix2GifInputError(
+            f"queries {tuple(q.shape)} and keys {tuple(k.shape)} must share batch and channels, and channels must "
+            f"split into {heads} heads."
+        )
+    if mode == "concat":
+        return _multi_head_attention(q, *first_frame_kv(k, v, video_length, mode), heads)
+    # Every frame of a chunk attends to the same anchor tokens: fold the frames into the query length.
+    _, tokens, channels = q.shape
+    anchor_k, anchor_v = (t.reshape(chunks, video_length, t.shape[1], channels)[:, 0] for t in (k, v))
+    attended = _multi_head_attention(q.reshape(chunks, video_length * tokens, channels), anchor_k, anchor_v, heads)
+    return attended.reshape(chunks * video_length, tokens, channels)

@@ -1,0 +1,3 @@
+"""Video output: the GIF encoder (one palette per clip, dithering) and the animation writer (GIF, WebP, APNG,
+MP4; atomic writes, workflow metadata).
+"""

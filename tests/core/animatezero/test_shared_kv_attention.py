@@ -1,0 +1,99 @@
+"""Shared first-frame K/V against attention whose keys/values are computed from frame 0's hidden states."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pix2gif_core.errors import Pix2GifInputError
+from pix2gif_core.animatezero.shared_kv_attention import first_frame_kv, shared_kv_attention
+
+CHUNKS, FRAMES, TOKENS, CHANNELS, HEADS = 2, 3, 5, 8, 2
+
+
+@pytest.fixture
+def setup():
+    torch.manual_seed(0)
+    hidden = torch.randn(CHUNKS * FRAMES, TOKENS, CHANNELS, dtype=torch.float64)
+    weights = [torch.randn(CHANNELS, CHANNELS, dtype=torch.float64) for _ in range(3)]
+    return hidden, weights
+
+
+def reference(hidden, weights, mode):
+    """Per chunk c and frame f: queries from (c, f); keys/values projected from (c, 0) [replace] or from (c, f)
+    followed by (c, 0) [concat]; explicit softmax per head."""
+    weight_q, weight_k, weight_v = weights
+    head_dim = CHANNELS // HEADS
+    video = hidden.reshape(CHUNKS, FRAMES, TOKENS, CHANNELS)
+    out = torch.empty(CHUNKS, FRAMES, TOKENS, CHANNELS, dtype=torch.float64)
+    for c in range(CHUNKS):
+        for f in range(FRAMES):
+            sources = video[c, 0] if mode == "replace" else torch.cat([video[c, f], video[c, 0]])
+            q = (video[c, f] @ weight_q.T).reshape(TOKENS, HEADS, head_dim)
+            k = (sources @ weight_k.T).reshape(-1, HEADS, head_dim)
+            v = (sources @ weight_v.T).reshape(-1, HEADS, head_dim)
+            probabilities = (torch.einsum("qhd,khd->hqk", q, k) / head_dim**0.5).softmax(-1)
+            out[c, f] = torch.einsum("hqk,khd->qhd", probabilities, v).reshape(TOKENS, CHANNELS)
+    return out.reshape(CHUNKS * FRAMES, TOKENS, CHANNELS)
+
+
+@pytest.mark.parametrize("mode", ["replace", "concat"])
+def test_replace_hook_matches_reference(setup, mode):
+    hidden, (weight_q, weight_k, weight_v) = setup
+    got = shared_kv_attention(hidden @ weight_q.T, hidden @ weight_k.T, hidden @ weight_v.T, HEADS, FRAMES, mode)
+    torch.testing.assert_close(got, reference(hidden, setup[1], mode))
+
+
+@pytest.mark.parametrize("mode", ["replace", "concat"])
+def test_patch_hook_on_hidden_states_matches_reference(setup, mode):
+    """The attn1_patch route: share the hidden states, then project as ComfyUI does and attend normally."""
+    hidden, (weight_q, weight_k, weight_v) = setup
+    context, value = first_frame_kv(hidden, hidden, FRAMES, mode)
+    head_dim = CHANNELS // HEADS
+
+    def split(t):
+        return t.reshape(t.shape[0], t.shape[1], HEADS, head_dim).transpose(1, 2)
+
+    attended = torch.nn.functional.scaled_dot_product_attention(
+        split(hidden @ weight_q.T), split(context @ weight_k.T), split(value @ weight_v.T)
+    )
+    got = attended.transpose(1, 2).reshape(CHUNKS * FRAMES, TOKENS, CHANNELS)
+    torch.testing.assert_close(got, reference(hidden, setup[1], mode))
+
+
+@pytest.mark.parametrize("mode", ["replace", "concat"])
+def test_chunks_never_mix(setup, mode):
+    hidden, (weight_q, weight_k, weight_v) = setup
+    changed = hidden.clone()
+    changed[FRAMES:] += torch.randn_like(changed[FRAMES:])  # the second (uncond) chunk only
+
+    def run(states):
+        return shared_kv_attention(states @ weight_q.T, states @ weight_k.T, states @ weight_v.T, HEADS, FRAMES, mode)
+
+    before, after = run(hidden), run(changed)
+    torch.testing.assert_close(after[:FRAMES], before[:FRAMES], rtol=0, atol=0)
+    assert (after[FRAMES:] - before[FRAMES:]).abs().max() > 1e-3
+
+
+def test_replace_shapes_and_anchor_rows():
+    states = torch.arange(CHUNKS * FRAMES, dtype=torch.float64)[:, None, None].expand(-1, TOKENS, CHANNELS)
+    k, v = first_frame_kv(states, states + 100, FRAMES, "replace")
+    assert k.shape == states.shape
+    assert k[:, 0, 0].tolist() == [0, 0, 0, 3, 3, 3]
+    assert v[:, 0, 0].tolist() == [100, 100, 100, 103, 103, 103]
+    k, _ = first_frame_kv(states, states, FRAMES, "concat")
+    assert k.shape == (CHUNKS * FRAMES, 2 * TOKENS, CHANNELS)
+    assert k[:, [0, TOKENS], 0].tolist() == [[0, 0], [1, 0], [2, 0], [3, 3], [4, 3], [5, 3]]
+
+
+def test_batch_not_a_multiple_of_video_length_names_the_fix(setup):
+    hidden, _ = setup
+    with pytest.raises(Pix2GifInputError, match="video_length=4"):
+        first_frame_kv(hidden, hidden, 4, "replace")
+    with pytest.raises(Pix2GifInputError, match="video_length=4"):
+        shared_kv_attention(hidden, hidden, hidden, HEADS, 4, "concat")
+
+
+def test_unknown_mode_lists_the_choices(setup):
+    hidden, _ = setup
+    with pytest.raises(Pix2GifInputError, match="replace, concat"):
+        shared_kv_attention(hidden, hidden, hidden, HEADS, FRAMES, "average")
