@@ -27,17 +27,18 @@ import latent_preview
 import torch
 from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
 
-from ..pix2gif_core.diffusion.ddim_inversion import ddim_invert
-from ..pix2gif_core.errors import Pix2GifInputError
-from ..pix2gif_core.animatezero.first_frame_pinning import (FirstFrameTrajectory, TrajectoryRecorder, TrajectoryReplay,
-                                                check_latent_size, inverted_trajectory, pin_first_frames)
 from ..pix2gif_core.animatediff.injection import InjectedMotionModule
+from ..pix2gif_core.animatezero.first_frame_pinning import (FirstFrameTrajectory, TrajectoryRecorder,
+                                                            TrajectoryReplay, check_latent_size, inverted_trajectory,
+                                                            pin_first_frames)
 from ..pix2gif_core.animatezero.shared_kv_attention import SHARING_MODES, shared_kv_attention
 from ..pix2gif_core.animatezero.window_attention import PositionCorrectedWindowAttention
-from .conventions import category, display_name, input_error, node_id, reported_as
-from .animatediff_sampler import LATENT_CHANNELS
-from .animatediff_injection import MOTION_MODEL_KEY, schedule_patch, set_temporal_variants
+from ..pix2gif_core.diffusion.ddim_inversion import ddim_invert
+from ..pix2gif_core.errors import Pix2GifInputError
 from .animatediff import BETA_SCHEDULES
+from .animatediff_injection import MOTION_MODEL_KEY, schedule_patch, set_temporal_variants
+from .animatediff_sampler import LATENT_CHANNELS
+from .conventions import category, display_name, input_error, node_id, reported_as
 from .sampling_session import model_sampling, noise_range, run_in_sampling, sampler_sigmas
 
 logger = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from ..pix2gif_core.diffusion.ldm_layout import (
     kl_vae_layout,
     unet_layout,
 )
-from ..pix2gif_core.animatediff.checkpoint import read_state_dict_file
+from ..pix2gif_core.weights_file import read_state_dict_file
 from ..pix2gif_core.pix2gif.checkpoint import (
     Pix2GifWeights,
     build_flownet,

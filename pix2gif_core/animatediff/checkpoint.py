@@ -13,21 +13,17 @@ host), the module structure always follows the keys.
 
 from __future__ import annotations
 
-import os
-import pickle
 import re
 from collections.abc import Mapping
 from typing import Any
 
-import safetensors.torch
 import torch
 from torch import Tensor
 
 from ..errors import Pix2GifInputError
+from ..weights_file import read_state_dict_file
 from .motion_module import DEFAULT_PE_LENGTH, MotionModuleConfig, MotionModuleSet, check_version
 
-SAFETENSORS_SUFFIXES = (".safetensors",)
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SD15_DOWN_BLOCKS, SD15_UP_BLOCKS = 4, 4
 SD15_MODULES_PER_DOWN_BLOCK, SD15_MODULES_PER_UP_BLOCK = 2, 3
 SUGGESTED_FILES = "an SD1.5 AnimateDiff motion module such as mm_sd_v15_v2.ckpt or v3_sd15_mm.ckpt"
@@ -36,50 +32,8 @@ _LISTED_PER_KIND = 5
 _NORM_WEIGHT_KEY = re.compile(
     r"^(?:(down|up)_blocks\.(\d+)|mid_block)\.motion_modules\.(\d+)\.temporal_transformer\.norm\.weight$"
 )
-_PICKLED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # torch names the refused object, e.g. "GLOBAL posix.system"
 _PE_SUFFIX = "pos_encoder.pe"
 _MODULE_PREFIX = "module."
-
-
-def read_state_dict_file(path: str) -> dict[str, Any]:
-    """The top-level dict of a ``.safetensors`` file or of a ``.ckpt/.pt/.pth/.bin`` torch pickle.
-
-    Pickles are read with ``weights_only=True``: one that carries code or arbitrary objects is refused.
-    """
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
-        raise Pix2GifInputError(
-            f"File '{path}' has an unsupported extension '{suffix}'; supported: "
-            f"{', '.join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)}."
-        )
-    if not os.path.isfile(path):
-        raise Pix2GifInputError(f"File '{path}' does not exist; check the path or the models folder.")
-    try:
-        if suffix in SAFETENSORS_SUFFIXES:
-            return safetensors.torch.load_file(path)
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        culprit = _PICKLED_GLOBAL.search(str(error))
-        if culprit is None:
-            raise _unreadable(path, "its pickle data is damaged or not a PyTorch checkpoint") from error
-        raise Pix2GifInputError(
-            f"File '{path}' contains Python code or objects besides tensors ({culprit.group(1)}); "
-            "it was refused for safety. Convert it to .safetensors with a tool you trust, or download the "
-            ".safetensors release."
-        ) from error
-    except Exception as error:  # noqa: BLE001 - any failure to parse a user's file becomes one clear message
-        first_line = next(iter(str(error).strip().splitlines()), "")[:200]
-        raise _unreadable(path, f"{type(error).__name__}: {first_line}") from error
-    if not isinstance(loaded, Mapping):
-        raise Pix2GifInputError(f"File '{path}' holds a {type(loaded).__name__}, not a dict of weights.")
-    return dict(loaded)
-
-
-def _unreadable(path: str, reason: str) -> Pix2GifInputError:
-    return Pix2GifInputError(
-        f"File '{path}' could not be read ({reason}); it is damaged, incomplete or not a weights file. "
-        "Download it again."
-    )
 
 
 def normalize_motion_state_dict(raw: Mapping[str, Any], source: str) -> tuple[dict[str, Tensor], int | None]:

@@ -42,8 +42,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from ..animatediff.motion_module import (MotionModule, TemporalAttentionVariant, TemporalSelfAttention,
+                                         global_temporal_attention)
 from ..errors import Pix2GifInputError
-from ..animatediff.motion_module import MotionModule, TemporalAttentionVariant, TemporalSelfAttention, global_temporal_attention
 
 FORMAT_TAG = "pix2gif.motion_embeddings/1"
 FORMAT_PREFIX = FORMAT_TAG.split("/")[0] + "/"
