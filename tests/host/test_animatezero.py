@@ -15,6 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
+from progress import assert_complete_bars, recorded_progress
+
 FRAMES = 6
 SIZE = 64
 STEPS = 3
@@ -274,19 +276,13 @@ def test_the_unet_sees_and_returns_the_recorded_first_frame(host, test_nodes, mo
 
 
 def test_progress_of_both_trajectory_nodes(host, test_nodes, motion_file, input_image):
-    import comfy.utils
-
-    calls = []
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, *args, **kwargs: calls.append((value, total)))
-    try:
-        prompt = animatezero_prompt(motion_file, first=input_image, steps=4, options=ALL_OFF)
-        prompt["first"] = animatezero_prompt(motion_file, steps=4)["first"]
-        prompt["capture_generated"] = {"class_type": "Pix2GifTest_CaptureLatent",
-                                       "inputs": {"samples": ["first", 0], "key": "generated"}}
+    prompt = animatezero_prompt(motion_file, first=input_image, steps=4, options=ALL_OFF)
+    prompt["first"] = animatezero_prompt(motion_file, steps=4)["first"]
+    prompt["capture_generated"] = {"class_type": "Pix2GifTest_CaptureLatent",
+                                   "inputs": {"samples": ["first", 0], "key": "generated"}}
+    with recorded_progress() as reports:
         run(host, test_nodes, prompt)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
-    assert [value for value, total in calls if total == 4] == [1, 2, 3, 4] * 3  # invert, first frame, video
+    assert_complete_bars(reports, total=4, count=3)  # invert, first frame, video
 
 
 @pytest.mark.parametrize("prompt_options,overrides,expected", [

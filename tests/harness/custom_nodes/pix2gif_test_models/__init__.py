@@ -163,8 +163,39 @@ class CaptureImage(CaptureLatent):
         return {}
 
 
+class CancelAtModelCall:
+    """MODEL → the same MODEL counting its UNet calls in CAPTURED[key] and pressing Cancel (as the UI's button does)
+    during call ``cancel_at`` (0 = never): an exact step counter that does not depend on progress reports, which
+    ComfyUI ≥ 0.33 throttles."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "cancel_at": ("INT", {"default": 0, "min": 0}),
+                             "key": ("STRING", {"default": "model_calls"})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "pix2gif_tests"
+
+    def patch(self, model, cancel_at, key):
+        previous = model.model_options.get("model_function_wrapper")
+        CAPTURED[key] = 0
+
+        def counting(apply_model, args):
+            CAPTURED[key] += 1
+            if CAPTURED[key] == cancel_at:
+                comfy.model_management.interrupt_current_processing(True)
+            if previous is not None:
+                return previous(apply_model, args)
+            return apply_model(args["input"], args["timestep"], **args["c"])
+
+        patched = model.clone()
+        patched.set_model_unet_function_wrapper(counting)
+        return (patched,)
+
+
 NODE_CLASS_MAPPINGS = {"Pix2GifTest_TinyCheckpoint": TinyCheckpoint, "Pix2GifTest_CaptureLatent": CaptureLatent,
-                       "Pix2GifTest_CaptureImage": CaptureImage}
+                       "Pix2GifTest_CaptureImage": CaptureImage, "Pix2GifTest_CancelAtModelCall": CancelAtModelCall}
 
 
 # --- Pix2Gif: a tiny checkpoint in the exact Lightning layout (methods.md §2.5) -------------------------------
