@@ -1,43 +1,97 @@
 """ComfyUI glue that turns a cloned SD1.5 MODEL into an AnimateDiff video model, without global monkeypatching.
 
-Everything goes through the clone's own ModelPatcher mechanisms, which ComfyUI applies when it loads the model
-for sampling and reverts afterwards:
-- object patches replace UNet blocks by copies that hold the block's original layers plus a motion module
-  (and, for v1 modules, ResBlock GroupNorms by cross-frame GroupNorms), and ``model_sampling`` by the beta
-  schedule AnimateDiff was trained with;
-- a UNet function wrapper tells the injected layers, before each UNet call, how many frames a video has (the
-  batch is ``len(cond_or_uncond)`` videos of F frames, so cond and uncond never attend to each other) and which
-  temporal-attention variants other nodes asked for through ``transformer_options``.
+Where the layers go: UNet blocks are replaced by copies that hold the block's own layers (under their own keys)
+plus a motion module, and, for v1 modules, ResBlock GroupNorms by cross-frame GroupNorms. A UNet function wrapper
+tells these layers, before each UNet call, how many frames a video has (the batch is ``len(cond_or_uncond)``
+videos of F frames, so cond and uncond never attend to each other) and which temporal-attention variants other
+nodes asked for through ``transformer_options``.
+
+How they get there – chosen from what the host offers, so that ComfyUI's model management owns the weights:
+
+- **ComfyUI ≥ 0.3 (patcher injections and additional models).** The layers are placed by a *patcher
+  injection*: ComfyUI applies it once the MODEL is loaded and removes it before any unload, weight backup or
+  restore. That is what keeps DynamicVRAM (``ModelPatcherDynamic``, on by default for NVIDIA since v0.33) from
+  backing up motion weights by their path inside a replaced block and failing to restore them after the block
+  is gone. The motion modules themselves are their own ``ModelPatcher`` (the host's ``CoreModelPatcher``, so
+  DynamicVRAM applies to them too) attached as an *additional model*: ComfyUI loads, offloads and counts them
+  with the MODEL, in the UNet's compute dtype. AnimateDiff-Evolved uses the same two mechanisms.
+- **ComfyUI 2024-03 (neither exists).** The layers are object patches; ``patch_model`` moves the whole patched
+  tree, motion modules included, and the MODEL's size is raised by the motion weights so memory estimates count
+  them. That host has no DynamicVRAM.
+
+The beta schedule stays an object patch (samplers read it before loading), as a copy of ``model_sampling`` with
+its tables as plain tensors instead of buffers: DynamicVRAM backs up and restores every buffer by its path, and
+would otherwise write the patched tables into the base model's own ``model_sampling`` on unload (as it does
+for ComfyUI's own ModelSamplingDiscrete patch on v0.33).
 """
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+import comfy.model_management
+import comfy.utils
+import torch
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, TimestepEmbedSequential, Upsample
 
-from ..pix2gif_core.diffusion import noise_schedule
-from ..pix2gif_core.errors import Pix2GifInputError
 from ..pix2gif_core.animatediff.injection import CrossFrameGroupNorm, FrameContext, InjectedMotionModule
 from ..pix2gif_core.animatediff.motion_module import MotionModuleSet, unet_position
+from ..pix2gif_core.diffusion import noise_schedule
+from ..pix2gif_core.errors import Pix2GifInputError
+from .conventions import managed_model
 
 #: transformer_options key under which other nodes put ``{motion-module name: temporal attention variant}``
 TEMPORAL_VARIANTS_KEY = "pix2gif_temporal_variants"
 #: transformer_options key under which other nodes put callables ``(latent_hw) -> {name: variant}``, evaluated
 #: before every UNet call (for variants that depend on the latent size, e.g. Motion-Inversion value embeddings)
 TEMPORAL_VARIANT_PROVIDERS_KEY = "pix2gif_temporal_variant_providers"
-#: transformer_options key marking a MODEL that carries a motion model: ``{"name", "version"}``
+#: transformer_options key of the :class:`MotionPlacement` a motion-patched MODEL carries
 MOTION_MODEL_KEY = "pix2gif_motion_model"
+#: key of the injection and of the additional model (ComfyUI ≥ 0.3)
+MOTION_MODELS_KEY = "pix2gif_motion_modules"
+
+#: ``path → object`` lookup into a BaseModel tree, e.g. ``"diffusion_model.input_blocks.1"``
+Lookup = Callable[[str], object]
 
 
 @dataclass(frozen=True)
 class LoadedMotionModel:
-    """What the loader node hands to the apply node (ComfyUI type ``PIX2GIF_MOTION_MODEL``)."""
+    """What the loader node hands to the apply node (ComfyUI type ``PIX2GIF_MOTION_MODEL``).
+
+    ``modules`` are the weights as read; copies in other dtypes (the UNet's compute dtype) are made once and kept.
+    """
 
     name: str
     modules: MotionModuleSet
+    _in_dtype: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def modules_in(self, dtype: torch.dtype) -> MotionModuleSet:
+        if next(self.modules.parameters()).dtype == dtype:
+            return self.modules
+        if dtype not in self._in_dtype:
+            self._in_dtype[dtype] = copy.deepcopy(self.modules).to(dtype)
+        return self._in_dtype[dtype]
+
+
+@dataclass
+class MotionPlacement:
+    """What a motion-patched MODEL carries in ``transformer_options[MOTION_MODEL_KEY]``, shared by its clones.
+
+    ``modules`` maps names (``down_blocks.0.motion_modules.0`` …) to the layers that run them; ``frame_context``
+    is what the frame wrapper fills before every UNet call.
+    """
+
+    name: str
+    version: str
+    pe_length: int
+    modules: dict[str, InjectedMotionModule]
+    frame_context: FrameContext
+
+    def __deepcopy__(self, memo):  # ComfyUI 2024-03 deep-copies model_options on clone: share, do not copy
+        return self
 
 
 def _block_path(kind: str, index: int) -> str:
@@ -48,22 +102,7 @@ def _original(model, path: str):
     """The unpatched object at ``path``: a loaded model may still carry another clone's object patches."""
     if path in model.object_patches_backup:
         return model.object_patches_backup[path]
-    obj = model.model
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _own_layers(model, kind: str, index: int, motion_name: str) -> list[tuple[str, object]]:
-    """The block's original (key, layer) pairs, without a motion module a still-loaded clone may have put there."""
-    unet = model.model.diffusion_model
-    if kind != "middle" and index >= len(getattr(unet, f"{kind}_blocks")):
-        raise Pix2GifInputError(
-            f"motion model '{motion_name}' expects an SD1.5 UNet ({kind}_blocks.{index} exists there) but this "
-            f"MODEL has only {len(getattr(unet, f'{kind}_blocks'))} {kind} blocks (an SDXL or other non-SD1.5 "
-            "model?); use an SD1.5 checkpoint with SD1.5 AnimateDiff motion modules")
-    block = _original(model, _block_path(kind, index))
-    return [(key, layer) for key, layer in block.named_children() if not isinstance(layer, InjectedMotionModule)]
+    return comfy.utils.get_attr(model.model, path)
 
 
 def _channels_of(layer) -> int | None:
@@ -74,11 +113,12 @@ def _channels_of(layer) -> int | None:
     return None
 
 
-def _with_motion_module(layers: list[tuple[str, object]], module: InjectedMotionModule, expected_channels: int,
-                        where: str, motion_name: str) -> TimestepEmbedSequential:
-    """A new block holding ``layers`` under their own keys, with ``module`` (key ``motion_module``) after the
-    last non-upsampling layer – or, in the middle block, right after the attention. Keeping the original keys
+def _with_motion_module(block, module: InjectedMotionModule, expected_channels: int, where: str,
+                        motion_name: str) -> TimestepEmbedSequential:
+    """A new block holding ``block``'s layers under their own keys, with ``module`` (key ``motion_module``) after
+    the last non-upsampling layer – or, in the middle block, right after the attention. Keeping the original keys
     keeps every object path into the block (e.g. ``middle_block.2.in_layers.0``) valid in both trees."""
+    layers = [(key, layer) for key, layer in block.named_children() if not isinstance(layer, InjectedMotionModule)]
     insert_at = len(layers) - 1 if isinstance(layers[-1][1], Upsample) else len(layers)
     if where == "diffusion_model.middle_block":
         insert_at = next(i for i, (_, layer) in enumerate(layers) if isinstance(layer, SpatialTransformer)) + 1
@@ -91,23 +131,70 @@ def _with_motion_module(layers: list[tuple[str, object]], module: InjectedMotion
     return TimestepEmbedSequential(OrderedDict([*layers[:insert_at], ("motion_module", module), *layers[insert_at:]]))
 
 
-def _cross_frame_norm_patches(model, context: FrameContext) -> dict[str, CrossFrameGroupNorm]:
-    """Object patches turning every ResBlock GroupNorm, and the output GroupNorm, into cross-frame ones.
-
-    The wrapped norms are the UNet's own (unwrapped if a still-loaded clone left a cross-frame norm in place).
-    """
-    unet = model.model.diffusion_model
+def _cross_frame_norms(lookup: Lookup, context: FrameContext) -> dict[str, CrossFrameGroupNorm]:
+    """Every ResBlock GroupNorm and the output GroupNorm, as cross-frame ones (wrapping the UNet's own norms)."""
+    unet = lookup("diffusion_model")
     block_paths = [f"diffusion_model.input_blocks.{i}" for i in range(len(unet.input_blocks))]
     block_paths += ["diffusion_model.middle_block"]
     block_paths += [f"diffusion_model.output_blocks.{i}" for i in range(len(unet.output_blocks))]
-    norms = {"diffusion_model.out.0": unet.out[0]}
+    norms = {"diffusion_model.out.0": lookup("diffusion_model.out.0")}
     for block_path in block_paths:
-        for key, layer in _original(model, block_path).named_children():
+        for key, layer in lookup(block_path).named_children():
             if isinstance(layer, ResBlock):
                 norms[f"{block_path}.{key}.in_layers.0"] = layer.in_layers[0]
                 norms[f"{block_path}.{key}.out_layers.0"] = layer.out_layers[0]
     return {path: CrossFrameGroupNorm(norm.norm if isinstance(norm, CrossFrameGroupNorm) else norm, context)
             for path, norm in norms.items()}
+
+
+def _placed_layers(lookup: Lookup, placement: MotionPlacement, modules: MotionModuleSet, motion_name: str,
+                   cross_frame_groupnorm: bool) -> dict[str, torch.nn.Module]:
+    """``path → layer`` replacing the blocks (and norms) of the tree ``lookup`` reads, built from its own layers."""
+    unet = lookup("diffusion_model")
+    layers = {}
+    for name, injected in placement.modules.items():
+        kind, index = unet_position(name)
+        if kind != "middle" and index >= len(getattr(unet, f"{kind}_blocks")):
+            raise Pix2GifInputError(
+                f"motion model '{motion_name}' expects an SD1.5 UNet ({kind}_blocks.{index} exists there) but this "
+                f"MODEL has only {len(getattr(unet, f'{kind}_blocks'))} {kind} blocks (an SDXL or other non-SD1.5 "
+                "model?); use an SD1.5 checkpoint with SD1.5 AnimateDiff motion modules")
+        path = _block_path(kind, index)
+        layers[path] = _with_motion_module(lookup(path), injected, modules.channels(name), path, motion_name)
+    if cross_frame_groupnorm:
+        layers.update(_cross_frame_norms(lookup, placement.frame_context))
+    return layers
+
+
+def _injection(build: Callable[[Lookup], dict[str, torch.nn.Module]]):
+    """A patcher injection placing ``build(live tree)`` when ComfyUI loads the MODEL and restoring on eject.
+
+    Built from the live tree, so object patches other nodes made inside a block (applied first) are kept."""
+    import comfy.patcher_extension  # ComfyUI ≥ 0.3 only
+
+    replaced: dict[str, object] = {}
+
+    def inject(patcher):
+        for path, layer in build(lambda p: comfy.utils.get_attr(patcher.model, p)).items():
+            replaced[path] = comfy.utils.get_attr(patcher.model, path)
+            comfy.utils.set_attr(patcher.model, path, layer)
+
+    def eject(patcher):
+        for path, original in reversed(list(replaced.items())):
+            comfy.utils.set_attr(patcher.model, path, original)
+        replaced.clear()
+
+    return comfy.patcher_extension.PatcherInjection(inject=inject, eject=eject)
+
+
+def hosts_injections(model) -> bool:
+    """Whether this ComfyUI has patcher injections and additional models (≥ 0.3; not 2024-03)."""
+    return hasattr(model, "set_injections") and hasattr(model, "set_additional_models")
+
+
+def compute_dtype(model) -> torch.dtype:
+    """The dtype the MODEL's UNet computes in (its manual-cast dtype, else its weights' dtype)."""
+    return getattr(model.model, "manual_cast_dtype", None) or model.model_dtype()
 
 
 def _frame_wrapper(context: FrameContext, previous):
@@ -132,12 +219,17 @@ def _frame_wrapper(context: FrameContext, previous):
 
 
 def schedule_patch(model, schedule: str):
-    """A copy of ``model``'s model_sampling on the ``schedule`` betas (noise_schedule names), for an object patch."""
+    """A copy of ``model``'s model_sampling on the ``schedule`` betas (noise_schedule names), for an object patch.
+
+    Its tables are plain tensors, not buffers (see the module docstring); its methods move them as needed."""
     current = model.object_patches.get("model_sampling") or _original(model, "model_sampling")
     patched = copy.deepcopy(current)
     beta = noise_schedule.betas(schedule)
     patched._register_schedule(given_betas=beta, linear_start=noise_schedule.SD15_BETA_START,
                                linear_end=noise_schedule.SD15_BETA_END)
+    for name, table in list(patched.named_buffers(recurse=False)):
+        del patched._buffers[name]
+        object.__setattr__(patched, name, table)
     return patched
 
 
@@ -147,46 +239,50 @@ def inject(model, motion: LoadedMotionModel, *, key_scale: float, cross_frame_gr
     options = model.model_options.get("transformer_options", {})
     if MOTION_MODEL_KEY in options:
         raise Pix2GifInputError(
-            f"this MODEL already carries motion model '{options[MOTION_MODEL_KEY]['name']}'; apply one motion model "
+            f"this MODEL already carries motion model '{options[MOTION_MODEL_KEY].name}'; apply one motion model "
             "per MODEL (connect the checkpoint's MODEL output instead)")
-    patched = model.clone()
+    modules = motion.modules_in(compute_dtype(model))
     context = FrameContext()
-    for name, module in motion.modules.named_motion_modules():
-        kind, index = unet_position(name)
-        path = _block_path(kind, index)
-        injected = InjectedMotionModule(name, module, context, key_scale=key_scale)
-        layers = _own_layers(model, kind, index, motion.name)
-        patched.add_object_patch(path, _with_motion_module(layers, injected, motion.modules.channels(name), path,
-                                                           motion.name))
-    if cross_frame_groupnorm:
-        for path, norm in _cross_frame_norm_patches(model, context).items():
-            patched.add_object_patch(path, norm)
+    placement = MotionPlacement(
+        motion.name, modules.config.version, modules.config.pe_length,
+        {name: InjectedMotionModule(name, module, context, key_scale=key_scale)
+         for name, module in modules.named_motion_modules()}, context)
+
+    def build(lookup: Lookup):
+        return _placed_layers(lookup, placement, modules, motion.name, cross_frame_groupnorm)
+
+    layers = build(lambda path: _original(model, path))  # checks the MODEL now, not at load time
+    patched = model.clone()
+    if hosts_injections(model):
+        patched.set_injections(MOTION_MODELS_KEY, [_injection(build)])
+        patched.set_additional_models(MOTION_MODELS_KEY, [managed_model(modules, model.load_device,
+                                                                       model.offload_device)])
+    else:
+        for path, layer in layers.items():
+            patched.add_object_patch(path, layer)
+        patched.size = model.model_size() + comfy.model_management.module_size(modules)
     if beta_schedule is not None:
         patched.add_object_patch("model_sampling", schedule_patch(model, beta_schedule))
-    patched.set_model_unet_function_wrapper(
-        _frame_wrapper(context, model.model_options.get("model_function_wrapper")))
-    patched.model_options.setdefault("transformer_options", {})[MOTION_MODEL_KEY] = {
-        "name": motion.name, "version": motion.modules.config.version}
+    patched.set_model_unet_function_wrapper(_frame_wrapper(context, model.model_options.get("model_function_wrapper")))
+    patched.model_options.setdefault("transformer_options", {})[MOTION_MODEL_KEY] = placement
     return patched
 
 
-def motion_model_info(model) -> dict:
-    """``{"name", "version"}`` of the motion model a MODEL carries; clear error if it carries none."""
-    info = model.model_options.get("transformer_options", {}).get(MOTION_MODEL_KEY)
-    if info is None:
+def motion_placement(model) -> MotionPlacement:
+    """The motion model a MODEL carries; clear error if it carries none."""
+    placement = model.model_options.get("transformer_options", {}).get(MOTION_MODEL_KEY)
+    if placement is None:
         raise Pix2GifInputError("the MODEL has no motion model: connect it through 'Apply Motion Model' first")
-    return info
+    return placement
 
 
 def injected_motion_modules(model) -> dict[str, InjectedMotionModule]:
     """The motion modules a motion-patched MODEL runs, by name (``down_blocks.0.motion_modules.0`` …)."""
-    motion_model_info(model)
-    return {layer.name: layer for block in model.object_patches.values() if isinstance(block, TimestepEmbedSequential)
-            for layer in block.children() if isinstance(layer, InjectedMotionModule)}
+    return motion_placement(model).modules
 
 
 def _motion_patched_clone(model):
-    motion_model_info(model)
+    motion_placement(model)
     patched = model.clone()
     return patched, patched.model_options.setdefault("transformer_options", {})
 

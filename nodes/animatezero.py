@@ -27,7 +27,6 @@ import latent_preview
 import torch
 from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
 
-from ..pix2gif_core.animatediff.injection import InjectedMotionModule
 from ..pix2gif_core.animatezero.first_frame_pinning import (FirstFrameTrajectory, TrajectoryRecorder,
                                                             TrajectoryReplay, check_latent_size, inverted_trajectory,
                                                             pin_first_frames)
@@ -36,7 +35,7 @@ from ..pix2gif_core.animatezero.window_attention import PositionCorrectedWindowA
 from ..pix2gif_core.diffusion.ddim_inversion import ddim_invert
 from ..pix2gif_core.errors import Pix2GifInputError
 from .animatediff import BETA_SCHEDULES
-from .animatediff_injection import MOTION_MODEL_KEY, schedule_patch, set_temporal_variants
+from .animatediff_injection import MOTION_MODEL_KEY, injected_motion_modules, schedule_patch, set_temporal_variants
 from .animatediff_sampler import LATENT_CHANNELS
 from .conventions import category, display_name, input_error, node_id, reported_as
 from .sampling_session import model_sampling, noise_range, run_in_sampling, sampler_sigmas
@@ -242,15 +241,9 @@ def _shared_kv_patch(mode: str, sigma_start: float, sigma_end: float):
     return attention
 
 
-def _motion_module_names(model) -> list[str]:
-    """Names of the motion modules a motion-patched MODEL runs (e.g. ``down_blocks.0.motion_modules.1``)."""
-    return [layer.name for patch in model.object_patches.values() if isinstance(patch, torch.nn.Module)
-            for layer in patch.modules() if isinstance(layer, InjectedMotionModule)]
-
-
 def _window_variants(model, window_length: int, window_blocks: str) -> dict:
     parts = BLOCK_RANGES[window_blocks]
-    names = [name for name in _motion_module_names(model)
+    names = [name for name in injected_motion_modules(model)
              if name.startswith(tuple(MOTION_MODULE_PREFIXES[part] for part in parts))]
     if not names:
         raise Pix2GifInputError(

@@ -38,6 +38,15 @@ def input_error(node_title: str, message: str) -> Pix2GifInputError:
     return Pix2GifInputError(f"[{node_title}] {message}")
 
 
+def managed_model(module, load_device, offload_device):
+    """``module`` as a model of ComfyUI's model management (loaded, offloaded and counted like its own models),
+    with the host's patcher class – ``CoreModelPatcher``, DynamicVRAM's ``ModelPatcherDynamic`` when that is on."""
+    import comfy.model_patcher
+
+    patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    return patcher_class(module, load_device=load_device, offload_device=offload_device)
+
+
 def path_inside(folder: str, path: str) -> bool:
     """Whether ``path`` stays inside ``folder`` once links and ``..`` are resolved (for user-given prefixes)."""
     folder = os.path.realpath(folder)

@@ -30,7 +30,7 @@ from ..pix2gif_core.animatediff.motion_module import MotionModule
 from ..pix2gif_core.motion_inversion.noise_prior import DEFAULT_NOISE_PRIOR, blend_noise_prior, noise_prior_weights
 from . import model_folders
 from .conventions import category, display_name, input_error, node_id, path_inside, reported_as
-from .animatediff_injection import add_temporal_variant_provider, injected_motion_modules, motion_model_info
+from .animatediff_injection import add_temporal_variant_provider, injected_motion_modules, motion_placement
 from .sampling_session import Denoiser, run_in_sampling, sampler_sigmas
 
 MOTION_EMBEDDINGS_TYPE = "PIX2GIF_MOTION_EMBEDDINGS"
@@ -122,7 +122,7 @@ class ApplyMotionEmbeddings:
 
     def apply(self, model, motion_embeddings: MotionEmbeddings, mode, strength, resolution):
         with reported_as(self.TITLE):
-            version = motion_model_info(model)["version"]
+            version = motion_placement(model).version
             modules = motion_modules(model)
             problem = compatibility_error(motion_embeddings, version,
                                           {name: module.channels for name, module in modules.items()})

@@ -25,7 +25,7 @@ from .conventions import category, display_name, input_error, node_id, reported_
 from .motion_inversion import (LATENT_SCALE, MOTION_EMBEDDINGS_TYPE, embeddings_file, loaded_noise_schedule,
                                      motion_modules)
 from .sampling_session import Denoiser, run_in_sampling
-from .animatediff_injection import add_temporal_variant_provider, motion_model_info
+from .animatediff_injection import add_temporal_variant_provider, motion_placement
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, int, torch.Generator], torch.Tensor]
 #: (ε̂, ε, frames per video, generator for the debiased loss's random frame) → scalar loss
@@ -241,20 +241,20 @@ class TrainMotionEmbeddings:
 
     def _train(self, model, positive, vae, reference_frames, steps, learning_rate, loss, layers, seed, save_every,
                filename_prefix):
-        info = motion_model_info(model)
+        info = motion_placement(model)
         modules = motion_modules(model)
         channels = {name: module.channels for name, module in modules.items()}
         latent = vae.encode(reference_frames[:, :, :, :3])
         latent_hw = tuple(latent.shape[-2:])
         specs = sd15_layer_specs(channels, latent_hw, layer_selection(layers, channels))
-        metadata = {"motion_model": info["name"], "trained_steps": str(steps), "learning_rate": f"{learning_rate:g}",
+        metadata = {"motion_model": info.name, "trained_steps": str(steps), "learning_rate": f"{learning_rate:g}",
                     "loss": loss, "layers_preset": layers, "seed": str(seed)}
         model_sampling = loaded_noise_schedule(model)
         schedule = model_sampling.sigmas.flip(0)
         with torch.inference_mode(False), torch.enable_grad():
             embeddings = MotionEmbeddings.zeros(specs, reference_frames.shape[0],
                                                 (latent_hw[0] * LATENT_SCALE, latent_hw[1] * LATENT_SCALE),
-                                                info["version"], device=model.load_device)
+                                                info.version, device=model.load_device)
             trainable = add_temporal_variant_provider(model, MotionEmbeddingPatch(embeddings, modules).variants)
             run = EmbeddingTraining(trainable, embeddings, model_sampling.sigmas, steps, learning_rate, LOSSES[loss],
                                     seed, save_every, filename_prefix, metadata)

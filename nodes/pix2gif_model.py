@@ -43,7 +43,7 @@ from ..pix2gif_core.pix2gif.checkpoint import (
 )
 from ..pix2gif_core.pix2gif.flownet import FlowNet, IntervalEmbedding
 from . import model_folders
-from .conventions import category, display_name, node_id, reported_as
+from .conventions import category, display_name, managed_model, node_id, reported_as
 
 PIX2GIF_MOTION_TYPE = "PIX2GIF_MOTION"
 CHECKPOINTS = "checkpoints"
@@ -53,11 +53,25 @@ _SHOWN = 5
 
 @dataclass(frozen=True)
 class Pix2GifMotion:
-    """The Pix2Gif parts ComfyUI has no type for (``PIX2GIF_MOTION``): FlowNet and interval embedding, eval mode."""
+    """The Pix2Gif parts ComfyUI has no type for (``PIX2GIF_MOTION``): FlowNet and interval embedding, eval mode,
+    with ``patcher`` making both one model of ComfyUI's model management."""
 
     name: str
     flownet: FlowNet
     interval_embedding: IntervalEmbedding
+    patcher: comfy.model_patcher.ModelPatcher
+
+    @classmethod
+    def of(cls, name: str, flownet: FlowNet, interval_embedding: IntervalEmbedding) -> "Pix2GifMotion":
+        modules = torch.nn.ModuleDict({"flownet": flownet, "interval_embedding": interval_embedding})
+        return cls(name, flownet, interval_embedding,
+                   managed_model(modules, comfy.model_management.get_torch_device(),
+                                 comfy.model_management.unet_offload_device()))
+
+    def load(self) -> torch.device:
+        """Load both modules through ComfyUI's model management; returns the device they compute on."""
+        comfy.model_management.load_models_gpu([self.patcher])
+        return self.patcher.load_device
 
 
 class _Pix2GifUNetConfig(comfy.supported_models_base.BASE):
@@ -110,8 +124,7 @@ def build_model(unet: dict[str, torch.Tensor]) -> comfy.model_patcher.ModelPatch
     model = comfy.model_base.BaseModel(
         config, device=comfy.model_management.unet_inital_load_device(parameters, dtype))
     _require_fit("the UNet ('model.diffusion_model.*')", *model.diffusion_model.load_state_dict(unet, strict=False))
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device,
-                                               offload_device=comfy.model_management.unet_offload_device())
+    patcher = managed_model(model, load_device, comfy.model_management.unet_offload_device())
     patcher.set_model_unet_function_wrapper(_only_with_source_channels)
     return patcher
 
@@ -179,7 +192,7 @@ def load_pix2gif(path: str, name: str, use_ema: bool):
     """(MODEL, CLIP, VAE, Pix2GifMotion) from the checkpoint at ``path``."""
     weights: Pix2GifWeights = split_pix2gif_checkpoint(read_state_dict_file(path), use_ema=use_ema,
                                                        source=f"ckpt_name '{name}'")
-    motion = Pix2GifMotion(name, build_flownet(weights), build_interval_embedding(weights))
+    motion = Pix2GifMotion.of(name, build_flownet(weights), build_interval_embedding(weights))
     return build_model(weights.unet), build_clip(weights.clip), build_vae(weights.vae), motion
 
 

@@ -87,10 +87,11 @@ def three_way_cfg_wrapper(context: torch.Tensor, concat: torch.Tensor, text_cfg:
 
 
 def resized(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """IMAGE (B, H, W, C) in [0, 1] → (B, height, width, C): bicubic with antialiasing, clamped."""
-    out = F.interpolate(images.movedim(-1, 1), size=(height, width), mode="bicubic", antialias=True,
+    """IMAGE (B, H, W, C) in [0, 1] → (B, height, width, C): bicubic with antialiasing, clamped; computed in
+    float32 (half-precision antialiased resizing is missing on CPUs), returned in ``images``' dtype."""
+    out = F.interpolate(images.movedim(-1, 1).float(), size=(height, width), mode="bicubic", antialias=True,
                         align_corners=False)
-    return out.clamp(0.0, 1.0).movedim(1, -1)
+    return out.clamp(0.0, 1.0).movedim(1, -1).to(images.dtype)
 
 
 class Pix2GifSampler:
@@ -166,8 +167,9 @@ class Pix2GifSampler:
             null_text = encode_prompt(clip, NULL_PROMPT)
             source_latent = vae.encode(self._source(image))
             require_pix2gif_latent(source_latent, "VAE-encoded source image")
+            device = pix2gif_motion.load()
             with torch.no_grad():
-                interval = pix2gif_motion.interval_embedding(torch.tensor(values))
+                interval = pix2gif_motion.interval_embedding(torch.tensor(values, device=device)).to(texts)
             rows = len(values) if batch_mode == BATCH_MODES[0] else 1
             groups = [list(range(start, min(start + rows, len(values)))) for start in range(0, len(values), rows)]
             report = latent_preview.prepare_callback(model, steps * len(groups))
@@ -192,8 +194,10 @@ class Pix2GifSampler:
                       sampler_name, scheduler, on_step) -> torch.Tensor:
         """Sample the B frames of ``branches`` from the same initial noise; returns (B, 4, 32, 32) latents."""
         count = branches.context.shape[0] // _BRANCHES
+        device = motion.patcher.load_device
         with torch.no_grad():
-            concat = motion_guided_concat(motion.flownet, branches.source_latent, branches.context)
+            concat = motion_guided_concat(motion.flownet, branches.source_latent.to(device),
+                                          branches.context.to(device))
         patched = model.clone()
         patched.set_model_unet_function_wrapper(three_way_cfg_wrapper(
             branches.context, concat, text_cfg, image_cfg, model.model_options.get("model_function_wrapper")))

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import Pix2GifInputError
@@ -38,11 +37,20 @@ class FrameContext:
         return self.video_length
 
 
-def follow_input(module: nn.Module, x: torch.Tensor) -> None:
-    """Move ``module`` to ``x``'s device and floating dtype if it is elsewhere (a one-time cost per load)."""
-    reference = next(module.parameters(), None)
-    if reference is not None and (reference.device != x.device or reference.dtype != x.dtype):
-        module.to(device=x.device, dtype=x.dtype)
+def run_with_weights_of(module: nn.Module, x: torch.Tensor, *args):
+    """``module(x, *args)`` computed with ``module``'s weights on ``x``'s device and in its dtype.
+
+    The host's model management places the weights (they normally already are where ``x`` is); weights it left
+    elsewhere – a partial load under low VRAM, a dtype other than the UNet's – are cast for this call only, so
+    the module itself is never moved behind the host's back.
+    """
+    tensors = dict(module.named_parameters())
+    if all(t.device == x.device and t.dtype == x.dtype for t in tensors.values()):
+        return module(x, *args)
+    tensors.update(module.named_buffers())
+    cast = {name: t.to(device=x.device, dtype=x.dtype if t.is_floating_point() else t.dtype)
+            for name, t in tensors.items()}
+    return torch.func.functional_call(module, cast, (x, *args))
 
 
 class InjectedMotionModule(nn.Module):
@@ -61,17 +69,18 @@ class InjectedMotionModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = self.context.frames_in(x.shape[0], self.name)
-        follow_input(self.module, x)
         for attention in self.module.modules():
             if isinstance(attention, TemporalSelfAttention):
                 attention.key_scale = self.key_scale
-        return self.module(x, frames, self.context.variants.get(self.name))
+        return run_with_weights_of(self.module, x, frames, self.context.variants.get(self.name))
 
 
 class CrossFrameGroupNorm(nn.Module):
     """GroupNorm whose statistics span all frames of a video, as AnimateDiff v1 was trained (methods.md §1.2).
 
-    Wraps the UNet's own per-image GroupNorm (its weights are used as they are); ``(B·F, C, H, W)`` in and out.
+    Wraps the UNet's own per-image GroupNorm and calls it on the frames stacked as one ``(B, C, F, H, W)``
+    volume (so the host's weight casting and offloading of that norm keep working); ``(B·F, C, H, W)`` in and
+    out.
     """
 
     def __init__(self, norm: nn.GroupNorm, context: FrameContext):
@@ -83,7 +92,4 @@ class CrossFrameGroupNorm(nn.Module):
         frames = self.context.frames_in(x.shape[0], "cross-frame GroupNorm")
         videos = x.shape[0] // frames
         stacked = x.reshape(videos, frames, *x.shape[1:]).transpose(1, 2)  # (B, C, F, H, W)
-        weight = None if self.norm.weight is None else self.norm.weight.to(x)
-        bias = None if self.norm.bias is None else self.norm.bias.to(x)
-        normed = F.group_norm(stacked, self.norm.num_groups, weight, bias, self.norm.eps)
-        return normed.transpose(1, 2).reshape(x.shape)
+        return self.norm(stacked).transpose(1, 2).reshape(x.shape)

@@ -133,17 +133,23 @@ def require_pix2gif_latent(latent: torch.Tensor, name: str) -> None:
 
 def motion_guided_warp(source_latent: torch.Tensor, flow0: torch.Tensor) -> torch.Tensor:
     """Warp the unscaled source latent (B, 4, 32, 32) with flow0 (B, 2, 32, 32) used as the *absolute*
-    normalised sampling grid (bilinear, zeros outside, ``align_corners=False``) → (B, 4, 32, 32)."""
+    normalised sampling grid (bilinear, zeros outside, ``align_corners=False``) → (B, 4, 32, 32); sampled in
+    float32 (half-precision ``grid_sample`` is unreliable on CPUs), returned in the latent's dtype."""
     require_pix2gif_latent(source_latent, "source latent")
     if flow0.shape != (source_latent.shape[0], 2, LATENT_SIZE, LATENT_SIZE):
         raise Pix2GifInputError(f"flow: expected ({source_latent.shape[0]}, 2, 32, 32), got {tuple(flow0.shape)}.")
-    return F.grid_sample(source_latent, flow0.permute(0, 2, 3, 1).to(source_latent.dtype), mode="bilinear",
-                         padding_mode="zeros", align_corners=False)
+    work = torch.promote_types(source_latent.dtype, torch.float32)
+    warped = F.grid_sample(source_latent.to(work), flow0.permute(0, 2, 3, 1).to(work), mode="bilinear",
+                           padding_mode="zeros", align_corners=False)
+    return warped.to(source_latent.dtype)
 
 
 def motion_guided_concat(flownet: FlowNet, source_latent: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
     """The UNet's 8 conditioning channels: [source latent | FlowNet-warped source latent] → (B, 8, 32, 32).
 
     Rows whose source latent is zero (the unconditional CFG branch) come out all zero, as in the official code.
+    The FlowNet computes in its weights' dtype; the result has the source latent's.
     """
-    return torch.cat([source_latent, motion_guided_warp(source_latent, flownet(source_latent, condition))], dim=1)
+    weights = next(flownet.parameters())
+    flow0 = flownet(source_latent.to(weights.dtype), condition.to(weights.dtype))
+    return torch.cat([source_latent, motion_guided_warp(source_latent, flow0)], dim=1)

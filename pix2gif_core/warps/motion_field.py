@@ -135,7 +135,7 @@ def warp_frames(image: torch.Tensor, field: MotionField, edge: str = "reflect") 
     displacement (frame 0) and ``field.still`` pixels are copied bit for bit. ``edge="crop"``: every frame is
     zoomed about the image centre by the one factor that keeps all samples of all frames inside the image (see
     :func:`crop_to_valid`); no black borders, but every pixel is resampled. An all-zero field returns a copy of
-    the input.
+    the input. Sampling is computed in at least float32; the result has ``image``'s dtype.
     """
     if edge not in EDGE_MODES:
         raise Pix2GifInputError(f"edge mode: got {edge!r}; choose one of {', '.join(EDGE_MODES)}.")
@@ -150,8 +150,10 @@ def warp_frames(image: torch.Tensor, field: MotionField, edge: str = "reflect") 
         return frames.clone()
     if edge == "crop":
         field = crop_to_valid(field)
-    grid = field.grid.to(device=image.device, dtype=image.dtype)
-    warped = F.grid_sample(frames, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    work = torch.promote_types(image.dtype, torch.float32)  # half-precision grid_sample is unreliable on CPUs
+    grid = field.grid.to(device=image.device, dtype=work)
+    warped = F.grid_sample(frames.to(work), grid, mode="bilinear", padding_mode="reflection",
+                           align_corners=False).to(image.dtype)
     if edge == "reflect":
         static = (~moving).nonzero()[:, 0].to(image.device)
         warped[static] = frames[static]  # grid_sample's backward does not read its output

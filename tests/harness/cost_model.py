@@ -120,11 +120,15 @@ def sd15_call_costs(videos: int = 2, frames: int = 16, side: int = 64) -> tuple[
 
     plain = count(lambda: run_unet(x, t, context, {}))
     backups = {}
-    try:
+    try:  # what loading the MODEL does: its object patches, then (ComfyUI ≥ 0.3) its injections
         for path, obj in patched.object_patches.items():
             backups[path] = _swap(base, path, obj)
+        if hasattr(patched, "inject_model"):
+            patched.inject_model()
         with_motion = count(patched_call)
     finally:
+        if hasattr(patched, "eject_model"):
+            patched.eject_model()
         for path, obj in reversed(list(backups.items())):
             _swap(base, path, obj)
     return plain, with_motion

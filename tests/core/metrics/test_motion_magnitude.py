@@ -113,3 +113,10 @@ def test_corners_of_a_square_and_spacing() -> None:
 def test_bad_frames_are_named(frames: torch.Tensor, fragment: str) -> None:
     with pytest.raises(Pix2GifInputError, match=f"frames to measure: .*{fragment}"):
         measure_motion(frames)
+
+
+def test_half_precision_frames_measure_like_float32() -> None:
+    frames = torch.stack([_translated(0, 0)] + [_translated(k, 0) for k in (3.0, 6.0)])
+    half, full = measure_motion(frames.half()), measure_motion(frames.half().float())
+    assert torch.isfinite(half.per_frame).all()
+    torch.testing.assert_close(half.per_frame, full.per_frame)

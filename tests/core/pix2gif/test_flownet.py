@@ -190,3 +190,18 @@ def test_other_latent_sizes_are_refused_with_the_256_rule(size: tuple[int, int])
 def test_condition_shape_is_checked() -> None:
     with pytest.raises(Pix2GifInputError, match="FlowNet condition"):
         FlowNet()(torch.zeros(2, 4, 32, 32), torch.zeros(1, 77, 768))
+
+
+def test_half_precision_source_latents_warp_like_float32(flownet_and_state) -> None:
+    """A float16 source latent (half-precision intermediates) runs through the float FlowNet and float32 sampling:
+    finite, in float16, within fp16 rounding of the float32 result."""
+    net = FlowNet()
+    net.load_state_dict({k: v.float() for k, v in flownet_and_state[1].items()})
+    generator = torch.Generator().manual_seed(2)
+    latent = torch.randn(2, 4, 32, 32, generator=generator)
+    cond = torch.randn(2, 77, 768, generator=generator)
+    with torch.no_grad():
+        half = motion_guided_concat(net.eval(), latent.half(), cond.half())
+        full = motion_guided_concat(net, latent.half().float(), cond.half().float())
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), full, rtol=0, atol=1e-2)

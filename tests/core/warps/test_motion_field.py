@@ -185,3 +185,13 @@ def test_warp_is_differentiable_and_frame_batched() -> None:
 def test_bad_input_is_named(call, fragment: str) -> None:
     with pytest.raises(Pix2GifInputError, match=fragment):
         call()
+
+
+@pytest.mark.parametrize("edge", ["reflect", "crop"])
+def test_half_precision_images_warp_like_float32(edge: str) -> None:
+    """ComfyUI's --fp16-intermediates hands float16 images: finite frames in float16, within fp16 rounding."""
+    image = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(5))
+    field = motion_field("rotate", 6.0, 4, H, W)
+    half = warp_frames(image.half(), field, edge)
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), warp_frames(image, field, edge), rtol=0, atol=2e-3)
