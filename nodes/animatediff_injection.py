@@ -27,6 +27,7 @@ for ComfyUI's own ModelSamplingDiscrete patch on v0.33).
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -197,17 +198,56 @@ def compute_dtype(model) -> torch.dtype:
     return getattr(model.model, "manual_cast_dtype", None) or model.model_dtype()
 
 
-def _frame_wrapper(context: FrameContext, previous):
+@functools.cache
+def hosts_context_windows() -> bool:
+    """Whether this ComfyUI has native context windows that work on a batch of frames (``Context Windows
+    (Manual)``, dim 0). v0.3.75 has the node, but its step lookup compares the sampler's sigmas with the whole
+    per-frame timestep batch and fails: probed here, on that very function."""
+    import nodes
+
+    if "ContextWindowsManual" not in nodes.NODE_CLASS_MAPPINGS:
+        return False
+    import comfy.context_windows
+
+    handler = comfy.context_windows.IndexListContextHandler.__new__(comfy.context_windows.IndexListContextHandler)
+    handler._step = 0
+    try:
+        handler.set_step(torch.ones(4), {"transformer_options": {"sample_sigmas": torch.tensor([2.0, 1.0, 0.0])}})
+    except RuntimeError:
+        return False
+    return handler._step == 1
+
+
+def _check_frames(frames: int, pe_length: int, window) -> None:
+    """Refuse what the motion modules cannot attend over: 1 frame, or more frames than their position encoding."""
+    if frames < 2:
+        raise Pix2GifInputError(
+            "[Apply Motion Model] the latent has 1 frame; AnimateDiff animates a batch of frames: set the "
+            "latent batch size (frames) to 2 or more, 16 is what the motion modules were trained on")
+    if frames <= pe_length:
+        return
+    if window is not None:
+        anchor = " including the causal_window_fix frame" if getattr(window, "causal_anchor_index", -1) >= 0 else ""
+        raise Pix2GifInputError(
+            f"[Context Windows (Manual)] its windows hold {frames} frames{anchor}, more than the motion model's "
+            f"{pe_length} positions: set context_length to at most {pe_length - (1 if anchor else 0)}")
+    fix = ("add ComfyUI's 'Context Windows (Manual)' node after Apply Motion Model (context_length 16, overlap 4) "
+           "to sample it in overlapping windows" if hosts_context_windows() else
+           "update ComfyUI (v0.33 or later) for working context windows: this one has no context-window node that "
+           "samples a batch of frames")
+    raise Pix2GifInputError(
+        f"[Apply Motion Model] the video has {frames} frames but the motion model has {pe_length} positions: "
+        f"sample at most {pe_length} frames, or {fix}")
+
+
+def _frame_wrapper(context: FrameContext, pe_length: int, previous):
     """UNet function wrapper: set F and the variants for this call, then run the (possibly wrapped) UNet."""
 
     def wrapper(apply_model, args):
         x, cond_or_uncond = args["input"], args["cond_or_uncond"]
-        context.video_length = x.shape[0] // max(len(cond_or_uncond), 1)
-        if context.video_length < 2:
-            raise Pix2GifInputError(
-                "[Apply Motion Model] the latent has 1 frame; AnimateDiff animates a batch of frames: set the "
-                "latent batch size (frames) to 2 or more, 16 is what the motion modules were trained on")
         transformer_options = args["c"].get("transformer_options", {})
+        context.video_length = x.shape[0] // max(len(cond_or_uncond), 1)
+        _check_frames(context.video_length, pe_length, transformer_options.get("context_window"))
         context.variants = dict(transformer_options.get(TEMPORAL_VARIANTS_KEY, {}))
         for provider in transformer_options.get(TEMPORAL_VARIANT_PROVIDERS_KEY, ()):
             context.variants.update(provider(tuple(x.shape[-2:])))
@@ -263,7 +303,8 @@ def inject(model, motion: LoadedMotionModel, *, key_scale: float, cross_frame_gr
         patched.size = model.model_size() + comfy.model_management.module_size(modules)
     if beta_schedule is not None:
         patched.add_object_patch("model_sampling", schedule_patch(model, beta_schedule))
-    patched.set_model_unet_function_wrapper(_frame_wrapper(context, model.model_options.get("model_function_wrapper")))
+    patched.set_model_unet_function_wrapper(_frame_wrapper(context, placement.pe_length,
+                                                           model.model_options.get("model_function_wrapper")))
     patched.model_options.setdefault("transformer_options", {})[MOTION_MODEL_KEY] = placement
     return patched
 

@@ -272,6 +272,16 @@ def _check_frames(frames: int, window_length: int) -> None:
             "for the video length")
 
 
+def _refuse_context_windows(window) -> None:
+    """AnimateZero animates the clip's frame 1 into every other frame: a context window without it cannot."""
+    if window is not None:
+        frames = window.index_list
+        raise Pix2GifInputError(
+            f"cannot run inside context windows (this window holds frames {frames[0]}–{frames[-1]} of "
+            f"{window.total_frames}, without the whole clip's first frame): remove 'Context Windows (Manual)' and "
+            "sample at most as many frames as the motion model has positions (16 as trained, 24 for v1, 32 for v2/v3)")
+
+
 def _pinned_call(replay: TrajectoryReplay, args: dict, frames: int):
     """The recorded evaluation for this UNet call, after checking the video pass against the trajectory."""
     x = args["input"]
@@ -297,6 +307,7 @@ def _animatezero_wrapper(replay: TrajectoryReplay | None, window_length: int, pr
         x = args["input"]
         frames = x.shape[0] // max(len(args["cond_or_uncond"]), 1)
         with reported_as(AnimateZero.TITLE):
+            _refuse_context_windows(args["c"].get("transformer_options", {}).get("context_window"))
             _check_frames(frames, window_length)
             evaluation = None if replay is None else _pinned_call(replay, args, frames)
         if evaluation is not None:

@@ -6,7 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")  # COMBO: V3 nodes' combo spec
+#: nodes that only the front end knows (they never reach the executor)
+FRONT_END_ONLY = ("Note", "MarkdownNote")
 SEED_NAMES = ("seed", "noise_seed")
 
 
@@ -26,7 +28,7 @@ def to_prompt(workflow: dict, node_classes: dict) -> dict:
     links = {link[0]: link for link in workflow["links"]}  # [id, from_node, from_slot, to_node, to_slot, type]
     prompt = {}
     for node in workflow["nodes"]:
-        if node.get("mode", 0) != 0:  # muted or bypassed
+        if node.get("mode", 0) != 0 or node["type"] in FRONT_END_ONLY:  # muted, bypassed, or a note
             continue
         definition = node_classes[node["type"]].INPUT_TYPES()
         specs = {**definition.get("required", {}), **definition.get("optional", {})}

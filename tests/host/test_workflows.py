@@ -52,6 +52,17 @@ def test_animatediff_txt2gif(host, test_nodes, tmp_path):
     assert psnr(np.stack(frames), expected) >= GIF_PSNR_BOUND_DB
 
 
+def test_animatediff_long_clip(host, pack, test_nodes, tmp_path):
+    import pytest
+
+    if not pack.nodes.animatediff_injection.hosts_context_windows():
+        pytest.skip("needs ComfyUI's working native context windows (v0.33 or later)")
+    ui, result = run_workflow(host, "animatediff_long_clip.json", tmp_path, {"frames": "7"})
+    item = saved_by(ui, result, "Pix2Gif_SaveAnimation")["images"][0]
+    assert item["filename"].endswith(".gif")
+    assert test_nodes.CAPTURED["frames"].shape[0] == 64
+
+
 def assert_gif_starts_with_the_first_frame(ui, result, captured, frames_node: str) -> None:
     """16 decoded frames were saved as a GIF and frame 1 is the decoded first-frame image (VAE batch rounding)."""
     save = next(n for n in ui["nodes"] if n["type"] == "Pix2Gif_SaveAnimation")
