@@ -26,8 +26,8 @@ class GifSampler:
                 "positive": ("CONDITIONING",),
                 "negative": ("CONDITIONING",),
                 "frames": ("INT", {"default": 16, "min": 2, "max": 4096,
-                                   "tooltip": "Frames of the clip (AnimateDiff: 16 as trained; v1 ≤ 24, v2/v3 ≤ 32; more through "
-                                              "ComfyUI's Context Windows (Manual))"}),
+                                   "tooltip": "Frames of the clip (AnimateDiff: 16 as trained; v1 ≤ 24, v2/v3 ≤ 32; "
+                                              "more through ComfyUI's Context Windows (Manual))"}),
                 "width": ("INT", {"default": 512, "min": 64, "max": 8192, "step": 8,
                                   "tooltip": "Ignored when a start image or latent is given"}),
                 "height": ("INT", {"default": 512, "min": 64, "max": 8192, "step": 8}),
