@@ -13,8 +13,8 @@ app.registerExtension({
       const text = `${clip.format} · ${clip.frame_rate} fps · ${clip.filename}`;
       let widget = this.widgets?.find((w) => w.name === "pix2gif_info");
       if (!widget) {
-        widget = this.addWidget("text", "pix2gif_info", text, () => {}, { serialize: false });
-        widget.disabled = true;
+        widget = this.addWidget("text", "pix2gif_info", text, () => {});
+        widget.serialize = false; // shown, never saved into the workflow's widget values
       }
       widget.value = text;
     };

@@ -28,9 +28,9 @@ class LoadMotionModel:
         return {"required": {
             "model_name": (model_folders.files(model_folders.MOTION_MODELS),
                            {"tooltip": "File in models/animatediff_models"}),
-            "version": (VERSIONS, {"default": "auto",
-                                   "tooltip": "auto: mid block ⇒ v2; position-encoding length 32 or none ⇒ v3; "
-                                              "other lengths ⇒ v1"}),
+            "version": (list(VERSIONS), {"default": "auto",
+                                         "tooltip": "auto: mid block ⇒ v2; position-encoding length 32 or none ⇒ "
+                                                    "v3; other lengths ⇒ v1"}),
         }}
 
     RETURN_TYPES = (MOTION_MODEL_TYPE,)
@@ -65,9 +65,9 @@ class ApplyMotionModel:
                                                   "frame-to-frame attention (1 = as trained)"}),
             "beta_schedule": (list(BETA_SCHEDULES), {"default": "sqrt_linear (AnimateDiff)",
                                                "tooltip": "AnimateDiff was trained with sqrt_linear betas"}),
-            "groupnorm": (GROUPNORM_MODES, {"default": GROUPNORM_MODES[0],
-                                            "tooltip": "v1 modules were trained with GroupNorm statistics "
-                                                       "shared across frames"}),
+            "groupnorm": (list(GROUPNORM_MODES), {"default": GROUPNORM_MODES[0],
+                                                  "tooltip": "v1 modules were trained with GroupNorm statistics "
+                                                             "shared across frames"}),
         }}
 
     RETURN_TYPES = ("MODEL",)

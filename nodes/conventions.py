@@ -15,11 +15,13 @@ def node_id(name: str) -> str:
 
 
 def category(sub: str) -> str:
-    return f"{CATEGORY}/{sub}"
+    """``Pix2Gif/<sub>``; the Pix2Gif method's own nodes sit at the top, ``Pix2Gif``."""
+    return CATEGORY if sub == CATEGORY else f"{CATEGORY}/{sub}"
 
 
 def display_name(title: str) -> str:
-    return f"{title} (Pix2Gif)"
+    """The title with the pack's name once: "Motion Preview (Pix2Gif)", but "Load Pix2Gif Model"."""
+    return title if CATEGORY in title else f"{title} ({CATEGORY})"
 
 
 @contextmanager

@@ -143,7 +143,8 @@ class CombineMotionEmbeddings:
 
     @classmethod
     def INPUT_TYPES(cls):
-        weights = {f"weight_{k}": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05})
+        weights = {f"weight_{k}": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05,
+                                             "tooltip": f"Weight of embeddings_{k} (negative subtracts)"})
                    for k in range(1, COMBINED_INPUTS + 1)}
         return {"required": {"embeddings_1": (MOTION_EMBEDDINGS_TYPE,), **weights},
                 "optional": {f"embeddings_{k}": (MOTION_EMBEDDINGS_TYPE,) for k in range(2, COMBINED_INPUTS + 1)}}
@@ -253,7 +254,8 @@ class MotionNoisePrior:
             "positive": ("CONDITIONING", {"tooltip": "Prompt used while inverting (no CFG)"}),
             "reference": ("LATENT", {"tooltip": "The reference clip's latents (VAE Encode of its frames)"}),
             "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM inversion steps"}),
-            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "normal"}),
+            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "normal",
+                                                               "tooltip": "Same as the GIF Sampler's"}),
             "prior_weight": ("FLOAT", {"default": DEFAULT_NOISE_PRIOR, "min": 0.0, "max": 1.0, "step": 0.05,
                                        "tooltip": "p: √p · inverted + √(1−p) · fresh noise (unit variance); "
                                                   "0 = the seed's noise alone, 1 = the inverted clip alone"}),

@@ -203,15 +203,18 @@ class TrainMotionEmbeddings:
             "positive": ("CONDITIONING", {"tooltip": "A prompt describing the reference clip"}),
             "vae": ("VAE",),
             "reference_frames": ("IMAGE", {"tooltip": "The reference clip, 2 frames or more (16 as AnimateDiff)"}),
-            "steps": ("INT", {"default": 400, "min": 1, "max": 100000}),
-            "learning_rate": ("FLOAT", {"default": 0.02, "min": 1e-6, "max": 10.0, "step": 0.001, "round": 1e-6}),
+            "steps": ("INT", {"default": 400, "min": 1, "max": 100000,
+                              "tooltip": "Training steps (the paper: 400)"}),
+            "learning_rate": ("FLOAT", {"default": 0.02, "min": 1e-6, "max": 10.0, "step": 0.001, "round": 1e-6,
+                                        "tooltip": "AdamW learning rate (the paper: 0.02)"}),
             "loss": (list(LOSSES), {"default": "plain",
                                     "tooltip": "debiased: adds the frame-subtracted loss (α=√2, β=1) that favours "
                                                "motion over the clip's appearance (large deformations)"}),
             "layers": (list(LAYER_PRESETS), {"default": "1280",
                                               "tooltip": "Motion modules that get embeddings, by SD1.5 width: "
                                                          "1280 (Motion Inversion's choice), 640+1280, or all"}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                             "tooltip": "Seed of the training noise and timesteps"}),
             "save_every": ("INT", {"default": 0, "min": 0, "max": 100000,
                                    "tooltip": "Also save every N steps to models/motion_embeddings/"
                                               "<prefix>_step<N>.safetensors; 0 = off"}),

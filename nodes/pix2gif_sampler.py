@@ -116,16 +116,19 @@ class Pix2GifSampler:
                                                  f"{low}–{high}): the optical-flow magnitude in pixels at 256×256"}),
             "seed": ("INT", {"default": DEFAULT_SEED, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
                              "tooltip": "The same seed (and initial noise) for every frame"}),
-            "steps": ("INT", {"default": DEFAULT_STEPS, "min": 1, "max": 10000}),
+            "steps": ("INT", {"default": DEFAULT_STEPS, "min": 1, "max": 10000,
+                              "tooltip": "Denoising steps (the paper: 100)"}),
             "text_cfg": ("FLOAT", {"default": DEFAULT_TEXT_CFG, "min": 0.0, "max": 100.0, "step": 0.1,
                                    "round": 0.01, "tooltip": "Text guidance scale s_T"}),
             "image_cfg": ("FLOAT", {"default": DEFAULT_IMAGE_CFG, "min": 0.0, "max": 100.0, "step": 0.1,
                                     "round": 0.01, "tooltip": "Image guidance scale s_I"}),
-            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "euler_ancestral"}),
-            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "normal"}),
-            "batch_mode": (BATCH_MODES, {"default": BATCH_MODES[0],
-                                         "tooltip": "One sampling run for all frames (faster on a GPU), or one "
-                                                    "run per frame (less memory)"}),
+            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "euler_ancestral",
+                                                                "tooltip": "ComfyUI sampler (as in KSampler)"}),
+            "scheduler": (comfy.samplers.KSampler.SCHEDULERS,
+                          {"default": "normal", "tooltip": "Noise schedule of the steps (as in KSampler)"}),
+            "batch_mode": (list(BATCH_MODES), {"default": BATCH_MODES[0],
+                                               "tooltip": "One sampling run for all frames (faster on a GPU), or one "
+                                                          "run per frame (less memory)"}),
         }}
 
     RETURN_TYPES = ("IMAGE",)

@@ -34,8 +34,28 @@ def test_nodes_are_registered_under_one_prefix_and_category(host):
     ours = {k: v for k, v in nodes.NODE_CLASS_MAPPINGS.items() if k.startswith("Pix2Gif_")}
     assert {"Pix2Gif_LoadMotionModel", "Pix2Gif_ApplyMotionModel", "Pix2Gif_GifSampler",
             "Pix2Gif_SaveAnimation"} <= set(ours)
-    assert all(cls.CATEGORY.startswith("Pix2Gif/") for cls in ours.values())
-    assert all(nodes.NODE_DISPLAY_NAME_MAPPINGS[k].endswith("(Pix2Gif)") for k in ours)
+    assert all(cls.CATEGORY == "Pix2Gif" or cls.CATEGORY.startswith("Pix2Gif/") for cls in ours.values())
+    assert not any(cls.CATEGORY.startswith("Pix2Gif/Pix2Gif") for cls in ours.values())
+    names = {k: nodes.NODE_DISPLAY_NAME_MAPPINGS[k] for k in ours}
+    assert all(name.count("Pix2Gif") == 1 for name in names.values()), names
+    assert names["Pix2Gif_LoadPix2GifModel"] == "Load Pix2Gif Model"
+    assert names["Pix2Gif_MotionPreview"] == "Motion Preview (Pix2Gif)"
+
+
+def test_every_widget_input_has_a_tooltip(host):
+    import nodes
+
+    missing = []
+    for key, cls in nodes.NODE_CLASS_MAPPINGS.items():
+        if not key.startswith("Pix2Gif_"):
+            continue
+        inputs = cls.INPUT_TYPES()
+        for name, spec in {**inputs.get("required", {}), **inputs.get("optional", {})}.items():
+            options = spec[1] if len(spec) > 1 else {}
+            is_widget = isinstance(spec[0], (list, tuple)) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")
+            if is_widget and not options.get("tooltip"):
+                missing.append(f"{key}.{name}")
+    assert not missing, "\n".join(missing)
 
 
 @pytest.mark.parametrize("layout", ["v1.ckpt", "v1.plain.ckpt", "v1.safetensors", "v2.ckpt", "v2.safetensors",

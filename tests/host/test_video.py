@@ -85,3 +85,19 @@ def test_frames_in_the_file_match_the_decoded_frames(host, test_nodes, motion_fi
     with Image.open(path) as apng:
         frames = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(apng)]
     assert np.array_equal(np.stack(frames), expected)
+
+
+def test_the_front_end_extension_is_registered_once(host, pack):
+    """One web folder for the pack (WEB_DIRECTORY), however its folder is named; pyproject declares none."""
+    import os
+
+    import nodes
+
+    ours = [path for path in nodes.EXTENSION_WEB_DIRS.values()
+            if os.path.realpath(path) == os.path.realpath(os.path.join(os.path.dirname(pack.__file__), "js"))]
+    assert len(ours) == 1, nodes.EXTENSION_WEB_DIRS
+    import tomllib
+
+    with open(os.path.join(os.path.dirname(pack.__file__), "pyproject.toml"), "rb") as f:
+        comfy_table = tomllib.load(f)["tool"]["comfy"]
+    assert "web" not in comfy_table, "ComfyUI would register js/ a second time under the project's name"
