@@ -9,7 +9,7 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 
-from ..pix2gif_core.video.animation_writer import AnimationOptions, write_animation
+from ..pix2gif_core.video.animation_writer import AnimationOptions, write_animation, write_workflow_image
 from .conventions import category, display_name, input_error, node_id, path_inside, reported_as
 
 FORMATS = ("gif", "webp", "apng", "mp4")
@@ -46,6 +46,12 @@ class SaveAnimation:
                 "mp4_crf": ("INT", {"default": 19, "min": 0, "max": 51,
                                     "tooltip": "H.264 constant rate factor: 0 lossless, 19 visually clean, 51 worst"}),
             },
+            "optional": {  # optional: API prompts and workflows saved before it keep validating
+                "workflow_png": ("BOOLEAN", {"default": True,
+                                             "tooltip": "GIF only: also write <name>.png, the first frame carrying the "
+                                                        "workflow (drop it on the canvas to get the graph back; "
+                                                        "ComfyUI reads no workflow from GIFs)"}),
+            },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
@@ -63,11 +69,11 @@ class SaveAnimation:
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, base_dir, images.shape[2], images.shape[1])
         os.makedirs(folder, exist_ok=True)
-        filename = f"{name}_{counter:05}.{extension}"
+        filename = f"{name}_{counter:05}_.{extension}"  # ComfyUI's naming: its counter finds the next number
         return Path(folder) / filename, subfolder, filename
 
     def save(self, images, filename_prefix, format, fps, loop_count, pingpong, save_output, gif_dither,
-             webp_quality, mp4_crf, prompt=None, extra_pnginfo=None):
+             webp_quality, mp4_crf, workflow_png=True, prompt=None, extra_pnginfo=None):
         comfy.model_management.throw_exception_if_processing_interrupted()
         metadata = {}
         if prompt is not None:
@@ -81,10 +87,15 @@ class SaveAnimation:
             options = AnimationOptions(fmt=format, fps=fps, loop=loop_count, pingpong=pingpong,
                                        gif_dither=gif_dither, webp_quality=webp_quality, mp4_crf=mp4_crf)
             write_animation(images, path, options, metadata)
+            companion = []
+            if format == "gif" and workflow_png and metadata:
+                still = write_workflow_image(images[0], path.with_suffix(".png"), metadata)
+                companion = [{"filename": still.name, "subfolder": subfolder,
+                              "type": "output" if save_output else "temp"}]
         progress.update(1)
         result = {"filename": filename, "subfolder": subfolder, "type": "output" if save_output else "temp",
                   "format": format, "frame_rate": fps}
-        return {"ui": {"images": [result], "animated": (True,)}}
+        return {"ui": {"images": [result], "animated": (True,), "workflow_png": companion}}
 
 
 NODE_CLASSES = {node_id("SaveAnimation"): SaveAnimation}

@@ -255,3 +255,21 @@ def write_animation(
             images = [Image.fromarray(frame) for frame in rgb]
             _save_pillow([images[i] for i in order], handle, options, texts)
     return final
+
+
+def write_workflow_image(frame: torch.Tensor | np.ndarray, path: str | os.PathLike[str],
+                         metadata: Mapping[str, str]) -> Path:
+    """One frame (H, W, 3) as a PNG carrying ``metadata`` as text chunks (ComfyUI reads its workflow back from
+    them): the companion of a GIF, whose comment ComfyUI's front end does not read. Atomic like the clip."""
+    final = Path(path)
+    if final.suffix.lower() != ".png":
+        raise Pix2GifInputError(f"workflow image '{final}': the file name must end in .png.")
+    texts = _checked_metadata(metadata)
+    rgb = as_uint8_frames(frame[None] if frame.ndim == 3 else frame)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    info = PngInfo()  # tEXt chunks, as ComfyUI's SaveImage writes them (APNG uses "comf" chunks instead)
+    for key, value in texts.items():
+        info.add_text(key, value)
+    with atomic_output(final) as handle:
+        Image.fromarray(rgb[0]).save(handle, format="PNG", pnginfo=info, compress_level=4)
+    return final

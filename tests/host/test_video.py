@@ -46,6 +46,30 @@ def test_each_format_is_written_with_all_frames(host, motion_files, fmt, suffix)
     assert path.suffix == suffix and decoded_frames(path) == FRAMES
 
 
+def test_each_run_writes_a_new_file(host, motion_files):
+    prompt = txt2vid(motion_files["v3.ckpt"], frames=FRAMES, save=save_inputs(filename_prefix="tests/runs"))
+    first, second = saved_file(host.run(prompt)), saved_file(host.run(prompt))
+    assert first != second and first.exists() and second.exists()
+
+
+def test_a_gif_has_a_first_frame_png_that_carries_the_workflow(host, motion_files, test_nodes):
+    """ComfyUI's front end reads workflows from PNG, WebP and MP4, not GIF: the companion PNG brings the graph back."""
+    workflow = {"nodes": [], "links": [], "note": "drag me back in"}
+    prompt = txt2vid(motion_files["v3.ckpt"], frames=FRAMES, save=save_inputs())
+    result = host.run(prompt, {"extra_pnginfo": {"workflow": workflow}})
+    gif = saved_file(result)
+    companion = result.outputs["save"]["workflow_png"][0]
+    assert companion["filename"] == gif.with_suffix(".png").name
+    with Image.open(gif.with_suffix(".png")) as still:
+        assert json.loads(still.info["workflow"]) == workflow
+        assert json.loads(still.info["prompt"])["save"]["class_type"] == "Pix2Gif_SaveAnimation"
+        first = (test_nodes.CAPTURED["frames"][0].numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        assert np.array_equal(np.asarray(still.convert("RGB")), first)
+    off = txt2vid(motion_files["v3.ckpt"], frames=FRAMES, save={**save_inputs(), "workflow_png": False})
+    gif_off = saved_file(result_off := host.run(off, {"extra_pnginfo": {"workflow": workflow}}))
+    assert not gif_off.with_suffix(".png").exists() and result_off.outputs["save"]["workflow_png"] == []
+
+
 def test_gif_timing_loop_pingpong_and_workflow_metadata(host, motion_files):
     workflow = {"nodes": [], "links": [], "note": "drag me back in"}
     prompt = txt2vid(motion_files["v3.ckpt"], frames=FRAMES, save=save_inputs(fps=10.0, loop_count=3, pingpong=True))
