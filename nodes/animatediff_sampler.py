@@ -1,15 +1,22 @@
 """Node: sample a video latent (one latent per frame) with ComfyUI's own samplers, progress and cancel."""
 from __future__ import annotations
 
+import logging
+
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import latent_preview
 import torch
 
+from .animatediff_injection import MOTION_MODEL_KEY
 from .conventions import category, display_name, input_error, node_id
 
 LATENT_CHANNELS = 4
+NO_MOTION_MODEL = ("no motion model is applied to this MODEL: the frames are independent images, not a clip. For "
+                   "animation connect the MODEL through 'Apply Motion Model'")
+
+logger = logging.getLogger(__name__)
 
 
 class GifSampler:
@@ -102,7 +109,10 @@ class GifSampler:
 
         samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
                                       denoise=denoise, callback=on_step, disable_pbar=True, seed=seed)
-        return ({"samples": samples},)
+        if MOTION_MODEL_KEY in model.model_options.get("transformer_options", {}):
+            return ({"samples": samples},)
+        logger.warning("[%s] %s", self.TITLE, NO_MOTION_MODEL)
+        return {"ui": {"text": [NO_MOTION_MODEL]}, "result": ({"samples": samples},)}
 
 
 NODE_CLASSES = {node_id("GifSampler"): GifSampler}

@@ -1,6 +1,8 @@
 """What every node of the pack shares: its id prefix, category tree and how user errors are reported."""
 from __future__ import annotations
 
+import functools
+import math
 import os
 from contextlib import contextmanager
 
@@ -53,3 +55,27 @@ def path_inside(folder: str, path: str) -> bool:
     """Whether ``path`` stays inside ``folder`` once links and ``..`` are resolved (for user-given prefixes)."""
     folder = os.path.realpath(folder)
     return os.path.commonpath((folder, os.path.realpath(path))) == folder
+
+
+def refusing_non_finite_floats(node_class):
+    """``node_class`` with its FUNCTION refusing NaN or infinite FLOAT inputs, naming the node and the input.
+
+    ComfyUI's min/max check lets NaN through (every comparison with NaN is false), so an API prompt or an edited
+    workflow could otherwise hand a node NaN guidance, denoise or magnitudes."""
+    inputs = node_class.INPUT_TYPES()
+    floats = [name for section in ("required", "optional") for name, spec in inputs.get(section, {}).items()
+              if spec[0] == "FLOAT"]
+    if not floats:
+        return node_class
+    run = getattr(node_class, node_class.FUNCTION)
+
+    @functools.wraps(run)
+    def checked(self, *args, **kwargs):
+        for name in floats:
+            value = kwargs.get(name)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                raise input_error(node_class.TITLE, f"{name} is {value}; give a finite number")
+        return run(self, *args, **kwargs)
+
+    setattr(node_class, node_class.FUNCTION, checked)
+    return node_class

@@ -1,0 +1,53 @@
+"""Bad input through the real host: each case is refused with a message naming the node and the input, nothing is
+written, and the next run works. A sweep that grows with every node."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from graphs import txt2vid
+
+
+def pix2gif_nodes() -> dict:
+    import nodes
+
+    return {key: cls for key, cls in nodes.NODE_CLASS_MAPPINGS.items() if key.startswith("Pix2Gif_")}
+
+
+def float_inputs(cls) -> list[str]:
+    inputs = cls.INPUT_TYPES()
+    return [name for section in ("required", "optional") for name, spec in inputs.get(section, {}).items()
+            if spec[0] == "FLOAT"]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_every_float_input_of_every_node_refuses_non_finite_values(host, pack, value):
+    checked = 0
+    for key, cls in pix2gif_nodes().items():
+        for name in float_inputs(cls):
+            with pytest.raises(pack.pix2gif_core.errors.Pix2GifInputError) as refused:
+                getattr(cls(), cls.FUNCTION)(**{name: value})
+            assert str(refused.value).startswith(f"[{cls.TITLE}] {name} is "), str(refused.value)
+            checked += 1
+    assert checked >= 20, "the sweep reaches the FLOAT inputs of all nodes"
+
+
+def test_nan_guidance_in_an_api_prompt_is_refused_and_the_next_run_works(host, motion_files, test_nodes):
+    prompt = txt2vid(motion_files["v2.ckpt"], frames=4, steps=1)
+    prompt["sample"]["inputs"]["cfg"] = math.nan
+    test_nodes.CAPTURED.pop("latent", None)
+    result = host.run(prompt)
+    assert not result.success
+    assert result.error["exception_message"].startswith("[GIF Sampler] cfg is nan")
+    assert "latent" not in test_nodes.CAPTURED
+    assert host.run(txt2vid(motion_files["v2.ckpt"], frames=4, steps=1)).success
+
+
+def test_a_forgotten_motion_model_is_said_in_the_log_and_the_node(host, motion_files, caplog):
+    result = host.run(txt2vid(None, frames=4, steps=1))
+    assert result.success, "a batch of images is a valid use"
+    assert "no motion model is applied" in result.outputs["sample"]["text"][0]
+    assert any("[GIF Sampler] no motion model is applied" in record.getMessage() for record in caplog.records)
+    with_motion = host.run(txt2vid(motion_files["v2.ckpt"], frames=4, steps=1))
+    assert with_motion.success and "sample" not in with_motion.outputs
