@@ -7,9 +7,12 @@ by default, as in the official inference. The VAE encodes with the posterior *mo
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 
@@ -129,8 +132,19 @@ def build_model(unet: dict[str, torch.Tensor]) -> comfy.model_patcher.ModelPatch
     return patcher
 
 
+@functools.cache
+def _private_folder() -> str:
+    """A folder of this process only (``mkdtemp``: a new name, mode 0700), removed at exit."""
+    folder = tempfile.mkdtemp(prefix="pix2gif-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def _clip_config_file(layout: ClipTextLayout) -> str:
-    """ComfyUI's CLIP-L config with ``layout``'s sizes, as a file (ComfyUI 2024-03 reads configs from paths only)."""
+    """ComfyUI's CLIP-L config with ``layout``'s sizes, as a file (ComfyUI 2024-03 reads configs from paths only).
+
+    Written whole (temporary name, then renamed) into this process's private folder: no name another user can
+    plant a link at, no cache a full disk can leave truncated for the next run."""
     with open(os.path.join(os.path.dirname(comfy.sd1_clip.__file__), "sd1_clip_config.json")) as f:
         config = json.load(f)
     config.update(vocab_size=layout.vocab_size, hidden_size=layout.hidden_size, projection_dim=layout.hidden_size,
@@ -138,10 +152,12 @@ def _clip_config_file(layout: ClipTextLayout) -> str:
                   num_attention_heads=layout.num_attention_heads,
                   max_position_embeddings=layout.max_position_embeddings)
     text = json.dumps(config, sort_keys=True)
-    path = os.path.join(tempfile.gettempdir(), f"pix2gif_clip_{hashlib.sha1(text.encode()).hexdigest()[:16]}.json")
+    path = os.path.join(_private_folder(), f"clip_{hashlib.sha1(text.encode()).hexdigest()[:16]}.json")
     if not os.path.isfile(path):
-        with open(path, "w") as f:
+        handle, partial = tempfile.mkstemp(dir=_private_folder(), suffix=".partial")
+        with os.fdopen(handle, "w") as f:
             f.write(text)
+        os.replace(partial, path)
     return path
 
 

@@ -51,3 +51,25 @@ def test_a_forgotten_motion_model_is_said_in_the_log_and_the_node(host, motion_f
     assert any("[GIF Sampler] no motion model is applied" in record.getMessage() for record in caplog.records)
     with_motion = host.run(txt2vid(motion_files["v2.ckpt"], frames=4, steps=1))
     assert with_motion.success and "sample" not in with_motion.outputs
+
+
+def test_the_clip_config_is_written_only_into_a_private_folder(host, pack, tmp_path):
+    """A predictable name in the shared temp folder could be a planted link, or a truncated file left by a full
+    disk that breaks every later load: the config goes, whole, into a 0700 folder of this process."""
+    import json
+    import os
+    import stat
+    import tempfile
+
+    from pix2gif_core.diffusion.ldm_layout import ClipTextLayout
+
+    loader = pack.nodes.pix2gif_model
+    layout = ClipTextLayout(vocab_size=49408, hidden_size=64, num_hidden_layers=2, intermediate_size=256,
+                            max_position_embeddings=77)
+    path = loader._clip_config_file(layout)
+    folder = os.path.dirname(path)
+    assert os.path.realpath(folder) != os.path.realpath(tempfile.gettempdir())
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700 and not os.path.islink(path)
+    with open(path) as f:
+        assert json.load(f)["hidden_size"] == 64
+    assert not [name for name in os.listdir(folder) if name.endswith(".partial")], "no half-written file is left"

@@ -378,8 +378,10 @@ def test_mask_of_another_size_is_refused(host, node_type, title):
 
 
 def test_a_good_run_writes_the_gif(host, executor, pix2gif_files):
-    """The control for the error cases: the same graph with good inputs succeeds and writes one file."""
+    """The control for the error cases: the same graph with good inputs succeeds and writes one GIF (and its
+    workflow PNG)."""
     before = output_files()
     result = host.run(pix2gif_graph(pix2gif_files["tiny"], magnitudes="2,4"), executor=executor)
     assert result.success, result.error or result.validation_error
-    assert len(output_files() - before) == 1
+    written = output_files() - before
+    assert sorted(path.suffix for path in written) == [".gif", ".png"] and len({p.stem for p in written}) == 1
