@@ -86,7 +86,8 @@ class SaveAnimation:
         with reported_as(self.TITLE):
             options = AnimationOptions(fmt=format, fps=fps, loop=loop_count, pingpong=pingpong,
                                        gif_dither=gif_dither, webp_quality=webp_quality, mp4_crf=mp4_crf)
-            write_animation(images, path, options, metadata)
+            write_animation(images, path, options, metadata,
+                            check_cancel=comfy.model_management.throw_exception_if_processing_interrupted)
             companion = []
             if format == "gif" and workflow_png and metadata:
                 still = write_workflow_image(images[0], path.with_suffix(".png"), metadata)

@@ -44,10 +44,12 @@ from PIL.PngImagePlugin import PngInfo
 
 from ..errors import Pix2GifInputError
 from .gif_encoder import (
+    CancelCheck,
     GifDither,
     as_uint8_frames,
     check_fps,
     check_loop,
+    each_frame,
     encode_gif,
     frame_durations_ms,
     pingpong_order,
@@ -163,7 +165,7 @@ def _png_info(metadata: dict[str, str]) -> PngInfo:
 def _save_pillow(
     sequence: Sequence[Image.Image], fp: BinaryIO, options: AnimationOptions, metadata: dict[str, str]
 ) -> None:
-    """Animated WebP or APNG through Pillow."""
+    """Animated WebP or APNG through Pillow (one uninterruptible call: its encoders need the whole list)."""
     durations = frame_durations_ms(len(sequence), options.fps)
     common = {"save_all": True, "append_images": list(sequence[1:]), "duration": durations, "loop": options.loop}
     if options.fmt == "webp":
@@ -174,7 +176,8 @@ def _save_pillow(
 
 
 def _save_mp4(
-    rgb: np.ndarray, order: list[int], fp: BinaryIO, options: AnimationOptions, metadata: dict[str, str]
+    rgb: np.ndarray, order: list[int], fp: BinaryIO, options: AnimationOptions, metadata: dict[str, str],
+    check_cancel: CancelCheck | None,
 ) -> None:
     """H.264 yuv420p via PyAV. Odd widths/heights are padded by one pixel (the last column/row repeated),
     since 4:2:0 chroma needs even sizes; the video is then one pixel wider/taller than the frames."""
@@ -191,7 +194,7 @@ def _save_mp4(
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(options.mp4_crf)}
-        for index in order:
+        for index in each_frame(order, check_cancel):
             frame = np.pad(rgb[index], pad, mode="edge") if height % 2 or width % 2 else rgb[index]
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -231,12 +234,15 @@ def write_animation(
     path: str | os.PathLike[str],
     options: AnimationOptions = AnimationOptions(),
     metadata: Mapping[str, str] | None = None,
+    check_cancel: CancelCheck | None = None,
 ) -> Path:
     """Encode ``frames`` (N, H, W, 3): float in [0, 1] (any device) or uint8 -> the written file's path.
 
     ``path`` gets the format's extension if it has none (see :func:`output_path`); missing directories are
     created; an existing file is replaced atomically. Raises Pix2GifInputError for bad frames, options,
-    metadata or path.
+    metadata or path. ``check_cancel`` is called between frames (GIF and MP4: while encoding; WebP and APNG:
+    before Pillow's one encoding call); what it raises stops the encode and leaves no file (an existing one stays
+    as it was).
     """
     if not isinstance(options, AnimationOptions):
         raise Pix2GifInputError(f"options: expected AnimationOptions, got {type(options).__name__}.")
@@ -248,11 +254,12 @@ def write_animation(
     with atomic_output(final) as handle:
         if options.fmt == "gif":
             encode_gif(rgb, handle, fps=options.fps, loop=options.loop, pingpong=options.pingpong,
-                       dither=options.gif_dither, comment=json.dumps(texts) if texts else None)
+                       dither=options.gif_dither, comment=json.dumps(texts) if texts else None,
+                       check_cancel=check_cancel)
         elif options.fmt == "mp4":
-            _save_mp4(rgb, order, handle, options, texts)
+            _save_mp4(rgb, order, handle, options, texts, check_cancel)
         else:
-            images = [Image.fromarray(frame) for frame in rgb]
+            images = [Image.fromarray(frame) for frame in each_frame(rgb, check_cancel)]
             _save_pillow([images[i] for i in order], handle, options, texts)
     return final
 

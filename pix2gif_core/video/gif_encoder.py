@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import BinaryIO, Literal, get_args
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO, Literal, TypeVar, get_args
 
 import numpy as np
 import torch
@@ -40,6 +41,9 @@ from PIL import Image
 from ..errors import Pix2GifInputError
 
 GifDither = Literal["none", "ordered", "floyd-steinberg"]
+#: called between frames of long work; raises (e.g. the host's cancel) to stop it
+CancelCheck = Callable[[], None]
+Frame = TypeVar("Frame")
 
 GIF_TICK_MS = 10
 GIF_MIN_DELAY_MS = 20
@@ -278,8 +282,18 @@ def _unpack_rgb(words: np.ndarray, bits: int) -> np.ndarray:
     return np.stack([(words >> (8 * c)) & ((1 << bits) - 1) for c in range(3)], axis=1)
 
 
-def map_to_palette(frames: np.ndarray, palette: np.ndarray, dither: GifDither = "none") -> np.ndarray:
-    """Palette indices (N, H, W) uint8 for uint8 frames (N, H, W, 3) and a palette (K, 3) uint8, K <= 256."""
+def each_frame(frames: Iterable[Frame], check_cancel: CancelCheck | None) -> Iterator[Frame]:
+    """``frames`` one by one, calling ``check_cancel()`` (which raises to stop) before each."""
+    for frame in frames:
+        if check_cancel is not None:
+            check_cancel()
+        yield frame
+
+
+def map_to_palette(frames: np.ndarray, palette: np.ndarray, dither: GifDither = "none",
+                   check_cancel: CancelCheck | None = None) -> np.ndarray:
+    """Palette indices (N, H, W) uint8 for uint8 frames (N, H, W, 3) and a palette (K, 3) uint8, K <= 256;
+    ``check_cancel`` is called between frames."""
     if dither not in get_args(GifDither):
         raise Pix2GifInputError(f"dither: must be one of {get_args(GifDither)}, got {dither!r}.")
     count, height, width, _ = frames.shape
@@ -290,7 +304,7 @@ def map_to_palette(frames: np.ndarray, palette: np.ndarray, dither: GifDither = 
         offsets = np.tile(tile, (height // 8 + 1, width // 8 + 1))[:height, :width, None]
         frames = np.stack([np.clip(frame + offsets, 0, 255).astype(np.uint8) for frame in frames])
     used = np.zeros(1 << (8 * 2 + _LUT_BITS), dtype=bool)  # indexed by 0x00BBGGRR words of 7-bit levels
-    for frame in frames:  # frame by frame: keys are cheap to recompute, storing them costs 8 bytes a pixel
+    for frame in each_frame(frames, check_cancel):  # keys are cheap to recompute, storing them costs 8 B/pixel
         used[_packed_rgb(frame, _LUT_BITS)] = True
     cells = np.flatnonzero(used)
     shift = 8 - _LUT_BITS
@@ -298,7 +312,7 @@ def map_to_palette(frames: np.ndarray, palette: np.ndarray, dither: GifDither = 
     table = np.zeros(used.size, dtype=np.uint8)
     table[cells] = _nearest(centres, palette.astype(np.float32))
     indices = np.empty((count, height, width), dtype=np.uint8)
-    for i, frame in enumerate(frames):
+    for i, frame in enumerate(each_frame(frames, check_cancel)):
         indices[i] = table[_packed_rgb(frame, _LUT_BITS)].reshape(height, width)
     return indices
 
@@ -330,12 +344,14 @@ def encode_gif(
     pingpong: bool = False,
     dither: GifDither = "none",
     comment: str | None = None,
+    check_cancel: CancelCheck | None = None,
 ) -> None:
     """Write an animated GIF of ``frames`` (N, H, W, 3) float [0, 1] or uint8 to ``fp`` (binary file or path).
 
     ``loop``: how many times it plays, 0 = forever (GIF stores the repeats after the first play, so 1 writes no
     loop extension). ``pingpong``: play forwards then backwards (6 frames -> 10). ``comment``: text stored in
-    a GIF comment extension (ASCII recommended). See the module docstring for palette, dither and timing.
+    a GIF comment extension (ASCII recommended). ``check_cancel``: called between frames while mapping and
+    writing; it raises to stop. See the module docstring for palette, dither and timing.
     """
     plays = check_loop(loop)
     check_fps(fps)
@@ -343,7 +359,7 @@ def encode_gif(
     if rgb.shape[1] > 65535 or rgb.shape[2] > 65535:
         raise Pix2GifInputError(f"frames: GIF allows at most 65535x65535 pixels, got {rgb.shape[2]}x{rgb.shape[1]}.")
     palette = clip_palette(rgb)
-    indices = map_to_palette(rgb, palette, dither)
+    indices = map_to_palette(rgb, palette, dither, check_cancel)
     order = pingpong_order(len(indices)) if pingpong else list(range(len(indices)))
     durations = frame_durations_ms(len(order), fps, GIF_TICK_MS, GIF_MIN_DELAY_MS)
     palette_bytes = palette.tobytes()
@@ -361,4 +377,5 @@ def encode_gif(
     # No palette= argument on purpose: Pillow would then re-match every frame's palette through a dict
     # (~7 ms/frame, and duplicate colours get re-mapped); with it omitted, later frames carry a copy of the
     # same palette as a local colour table (768 bytes each).
-    sequence[0].save(fp, format="GIF", save_all=True, append_images=sequence[1:], **options)
+    sequence[0].save(fp, format="GIF", save_all=True, append_images=each_frame(sequence[1:], check_cancel),
+                     **options)

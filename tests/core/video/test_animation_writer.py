@@ -246,3 +246,30 @@ def test_bad_frames_raise_and_write_nothing(tmp_path: Path, frames: torch.Tensor
 def test_bad_metadata_raises(tmp_path: Path, metadata) -> None:
     with pytest.raises(Pix2GifInputError, match="^metadata"):
         write_animation(moving_clip(frames=2), tmp_path / "clip", AnimationOptions(), metadata)
+
+
+
+class _Cancelled(Exception):
+    pass
+
+
+@pytest.mark.parametrize("fmt", ["gif", "webp", "apng", "mp4"])
+def test_cancel_between_frames_stops_the_encode_and_leaves_nothing(tmp_path, fmt):
+    if fmt == "mp4":
+        pytest.importorskip("av")
+    frames = torch.rand(8, 16, 16, 3, generator=torch.Generator().manual_seed(0))
+    calls = []
+
+    def cancel_at_the_fifth_frame():
+        calls.append(1)
+        if len(calls) == 5:
+            raise _Cancelled
+
+    target = tmp_path / "clip"
+    with pytest.raises(_Cancelled):
+        animation_writer.write_animation(frames, target, animation_writer.AnimationOptions(fmt=fmt),
+                                         check_cancel=cancel_at_the_fifth_frame)
+    assert list(tmp_path.iterdir()) == [], "no partial or temporary file is left"
+    written = animation_writer.write_animation(frames, target, animation_writer.AnimationOptions(fmt=fmt),
+                                               check_cancel=lambda: None)
+    assert written.is_file()
