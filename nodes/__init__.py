@@ -1,12 +1,12 @@
 """ComfyUI adapters of the pack: one module per capability, named like the engine subpackage it adapts."""
 from . import animatediff, animatediff_sampler, animatezero, metrics, motion_inversion, motion_inversion_training
 from . import pix2gif_model, pix2gif_sampler, video, warps
-from .conventions import refusing_non_finite_floats
+from .conventions import checking_inputs
 
 _MODULES = (animatediff, animatediff_sampler, video,
             pix2gif_model, pix2gif_sampler, warps, metrics, animatezero,
             motion_inversion, motion_inversion_training)
 
-NODE_CLASS_MAPPINGS = {key: refusing_non_finite_floats(cls) for module in _MODULES
+NODE_CLASS_MAPPINGS = {key: checking_inputs(cls) for module in _MODULES
                        for key, cls in module.NODE_CLASSES.items()}
 NODE_DISPLAY_NAME_MAPPINGS = {key: name for module in _MODULES for key, name in module.NODE_DISPLAY_NAMES.items()}

@@ -10,9 +10,8 @@ import latent_preview
 import torch
 
 from .animatediff_injection import MOTION_MODEL_KEY
-from .conventions import category, display_name, input_error, node_id
+from .conventions import LATENT_CHANNELS, category, display_name, input_error, node_id
 
-LATENT_CHANNELS = 4
 NO_MOTION_MODEL = ("no motion model is applied to this MODEL: the frames are independent images, not a clip. For "
                    "animation connect the MODEL through 'Apply Motion Model'")
 

@@ -36,8 +36,7 @@ from ..pix2gif_core.diffusion.ddim_inversion import ddim_invert
 from ..pix2gif_core.errors import Pix2GifInputError
 from .animatediff import BETA_SCHEDULES
 from .animatediff_injection import MOTION_MODEL_KEY, injected_motion_modules, schedule_patch, set_temporal_variants
-from .animatediff_sampler import LATENT_CHANNELS
-from .conventions import category, display_name, input_error, node_id, reported_as
+from .conventions import LATENT_CHANNELS, category, display_name, input_error, node_id, reported_as
 from .sampling_session import model_sampling, noise_range, run_in_sampling, sampler_sigmas
 
 logger = logging.getLogger(__name__)

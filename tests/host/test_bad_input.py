@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from graphs import txt2vid
 
@@ -15,22 +16,48 @@ def pix2gif_nodes() -> dict:
     return {key: cls for key, cls in nodes.NODE_CLASS_MAPPINGS.items() if key.startswith("Pix2Gif_")}
 
 
-def float_inputs(cls) -> list[str]:
+def inputs_of_type(cls, kind: str) -> list[str]:
     inputs = cls.INPUT_TYPES()
     return [name for section in ("required", "optional") for name, spec in inputs.get(section, {}).items()
-            if spec[0] == "FLOAT"]
+            if spec[0] == kind]
+
+
+def refused(pack, cls, **inputs) -> str:
+    """The error the node gives for ``inputs`` (checked before it looks at anything else)."""
+    with pytest.raises(pack.pix2gif_core.errors.Pix2GifInputError) as refusal:
+        getattr(cls(), cls.FUNCTION)(**inputs)
+    return str(refusal.value)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_every_float_input_of_every_node_refuses_non_finite_values(host, pack, value):
     checked = 0
     for key, cls in pix2gif_nodes().items():
-        for name in float_inputs(cls):
-            with pytest.raises(pack.pix2gif_core.errors.Pix2GifInputError) as refused:
-                getattr(cls(), cls.FUNCTION)(**{name: value})
-            assert str(refused.value).startswith(f"[{cls.TITLE}] {name} is "), str(refused.value)
+        for name in inputs_of_type(cls, "FLOAT"):
+            assert refused(pack, cls, **{name: value}).startswith(f"[{cls.TITLE}] {name} is ")
             checked += 1
     assert checked >= 20, "the sweep reaches the FLOAT inputs of all nodes"
+
+
+BAD_TENSORS = {  # input type → (bad value, words the message must hold)
+    "IMAGE": [(torch.full((2, 8, 8, 3), math.nan), "NaN"), (torch.rand(2, 8, 8, 1), "3 or 4 channels"),
+              (torch.rand(0, 8, 8, 3), "0 frames")],
+    "LATENT": [({"samples": torch.full((2, 4, 8, 8), math.inf)}, "NaN or infinite"),
+               ({"samples": torch.zeros(2, 16, 8, 8)}, "SD1.5 latent")],
+    "MASK": [(torch.full((1, 8, 8), math.nan), "NaN")],
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_TENSORS))
+def test_every_tensor_input_of_every_node_refuses_bad_tensors(host, pack, kind):
+    checked = 0
+    for key, cls in pix2gif_nodes().items():
+        for name in inputs_of_type(cls, kind):
+            for value, words in BAD_TENSORS[kind]:
+                message = refused(pack, cls, **{name: value})
+                assert message.startswith(f"[{cls.TITLE}] {name} ") and words in message, message
+                checked += 1
+    assert checked >= 2, "the sweep reaches inputs of several nodes"
 
 
 def test_nan_guidance_in_an_api_prompt_is_refused_and_the_next_run_works(host, motion_files, test_nodes):
