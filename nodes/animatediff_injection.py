@@ -281,6 +281,12 @@ def inject(model, motion: LoadedMotionModel, *, key_scale: float, cross_frame_gr
         raise Pix2GifInputError(
             f"this MODEL already carries motion model '{options[MOTION_MODEL_KEY].name}'; apply one motion model "
             "per MODEL (connect the checkpoint's MODEL output instead)")
+    channels = model.model.model_config.unet_config.get("in_channels", 4)
+    if channels != 4:
+        raise Pix2GifInputError(
+            f"this MODEL's UNet takes {channels} input channels (e.g. Pix2Gif's 12-channel UNet from 'Load Pix2Gif "
+            "Model', or an inpainting model); AnimateDiff motion modules go on a 4-channel SD1.5 text-to-image "
+            "MODEL: connect a plain SD1.5 checkpoint's MODEL")
     modules = motion.modules_in(compute_dtype(model))
     context = FrameContext()
     placement = MotionPlacement(

@@ -14,6 +14,9 @@ from .conventions import category, display_name, input_error, node_id, path_insi
 
 FORMATS = ("gif", "webp", "apng", "mp4")
 GIF_DITHERS = ("none", "ordered", "floyd-steinberg")
+#: longest file name the prefix may give, leaving room for "_00001_.webp" within 255 bytes
+MAX_NAME_BYTES = 240
+WEBP_MAX_SIDE = 16383
 
 
 class SaveAnimation:
@@ -60,7 +63,20 @@ class SaveAnimation:
     OUTPUT_NODE = True
     CATEGORY = category("Output")
 
+    def _check_prefix(self, filename_prefix: str) -> None:
+        name = os.path.basename(filename_prefix)
+        if "\0" in filename_prefix:
+            raise input_error(self.TITLE, "filename_prefix contains a NUL character; use letters, digits, - and _")
+        if name in ("", ".", ".."):
+            raise input_error(self.TITLE, f"filename_prefix '{filename_prefix}' names no file (it would write a "
+                                          "hidden '._00001_.gif'); end it with a name, e.g. 'animations/cat'")
+        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise input_error(self.TITLE, f"filename_prefix: its file name is {len(name.encode('utf-8'))} bytes; "
+                                          f"file systems allow 255 with the counter and extension, keep it under "
+                                          f"{MAX_NAME_BYTES}")
+
     def _target(self, filename_prefix: str, save_output: bool, extension: str, images) -> tuple[Path, str, str]:
+        self._check_prefix(filename_prefix)
         base_dir = folder_paths.get_output_directory() if save_output else folder_paths.get_temp_directory()
         if os.path.isabs(filename_prefix) or not path_inside(base_dir, os.path.join(base_dir, filename_prefix)):
             raise input_error(self.TITLE, f"filename_prefix '{filename_prefix}' points outside the "
@@ -80,6 +96,10 @@ class SaveAnimation:
             metadata["prompt"] = json.dumps(prompt)
         for key, value in (extra_pnginfo or {}).items():
             metadata[key] = json.dumps(value)
+        if format == "webp" and max(images.shape[1:3]) > WEBP_MAX_SIDE:
+            raise input_error(self.TITLE, f"format webp: the frames are {images.shape[2]}×{images.shape[1]} px but "
+                                          f"WebP allows at most {WEBP_MAX_SIDE} px a side; resize them or choose "
+                                          "apng or mp4")
         extension = "png" if format == "apng" else format
         path, subfolder, filename = self._target(filename_prefix, save_output, extension, images)
         progress = comfy.utils.ProgressBar(1)

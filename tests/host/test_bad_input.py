@@ -100,3 +100,44 @@ def test_the_clip_config_is_written_only_into_a_private_folder(host, pack, tmp_p
     with open(path) as f:
         assert json.load(f)["hidden_size"] == 64
     assert not [name for name in os.listdir(folder) if name.endswith(".partial")], "no half-written file is left"
+
+
+@pytest.mark.parametrize("prefix,words", [("", "names no file"), ("animations/.", "names no file"),
+                                          ("x" * 300, "bytes"), ("bad\0name", "NUL")])
+def test_bad_filename_prefixes_are_refused_and_nothing_is_written(host, motion_files, prefix, words):
+    import folder_paths
+    from pathlib import Path
+
+    save = {"filename_prefix": prefix, "format": "gif", "fps": 8.0, "loop_count": 0, "pingpong": False,
+            "save_output": True, "gif_dither": "none", "webp_quality": 90, "mp4_crf": 19}
+    output = Path(folder_paths.get_output_directory())
+    before = {p for p in output.rglob("*") if p.is_file()}
+    result = host.run(txt2vid(motion_files["v2.ckpt"], frames=2, steps=1, save=save))
+    assert not result.success
+    message = result.error["exception_message"]
+    assert message.startswith("[Save Animation] filename_prefix") and words in message, message
+    assert {p for p in output.rglob("*") if p.is_file()} == before
+
+
+def test_a_pix2gif_model_given_to_apply_motion_model_is_named(host, pack, motion_files, tmp_path):
+    import folder_paths
+    import workflow
+
+    workflow.write_tiny_pix2gif(tmp_path / "p2g.ckpt")
+    folder_paths.add_model_folder_path("checkpoints", str(tmp_path))
+    nodes = pix2gif_nodes()
+    with torch.inference_mode():
+        model = nodes["Pix2Gif_LoadPix2GifModel"]().load("p2g.ckpt", True)[0]
+        motion = nodes["Pix2Gif_LoadMotionModel"]().load(motion_files["v2.ckpt"], "auto")[0]
+        with pytest.raises(pack.pix2gif_core.errors.Pix2GifInputError) as refusal:
+            nodes["Pix2Gif_ApplyMotionModel"]().apply(model, motion, 1.0, "keep model's", "per-frame")
+    message = str(refusal.value)
+    assert "12 input channels" in message and "Pix2Gif" in message and "SDXL" not in message, message
+
+
+def test_webp_beyond_its_size_limit_is_refused_before_encoding(host, pack):
+    save = pix2gif_nodes()["Pix2Gif_SaveAnimation"]()
+    with pytest.raises(pack.pix2gif_core.errors.Pix2GifInputError) as refusal:
+        save.save(images=torch.rand(2, 8, 16400, 3), filename_prefix="tests/wide", format="webp", fps=8.0,
+                  loop_count=0, pingpong=False, save_output=True, gif_dither="none", webp_quality=90, mp4_crf=19)
+    assert "16383" in str(refusal.value) and "apng or mp4" in str(refusal.value)
