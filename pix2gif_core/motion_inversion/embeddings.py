@@ -517,6 +517,10 @@ def save_motion_embeddings(embeddings: MotionEmbeddings, path: str | os.PathLike
         tensors[f"{name}.qk"] = layer.qk.detach().cpu().contiguous()
         if layer.v is not None:
             tensors[f"{name}.v"] = layer.v.detach().cpu().contiguous()
+    broken = _non_finite(tensors)
+    if broken:
+        raise Pix2GifInputError(f"motion embeddings to save: {broken} hold NaN or infinite values (training diverged"
+                                "? lower the learning rate); nothing was written.")
     metadata = {
         **embeddings.metadata,
         "format": FORMAT_TAG,
@@ -532,6 +536,13 @@ def save_motion_embeddings(embeddings: MotionEmbeddings, path: str | os.PathLike
     os.replace(partial, path)
 
 
+def _non_finite(tensors: Mapping[str, Tensor]) -> str:
+    """The names (up to three, comma-separated) of tensors holding NaN or infinite values; '' when none do."""
+    names = [name for name, tensor in tensors.items()
+             if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    return ", ".join(names[:3]) + (" …" if len(names) > 3 else "")
+
+
 _RESERVED_METADATA = ("format", "layers", "frames", "pixel_hw", "token_hw", "motion_module_version", "channels")
 
 
@@ -545,6 +556,10 @@ def load_motion_embeddings(path: str | os.PathLike, device: torch.device | str =
     except (OSError, SafetensorError) as err:
         raise Pix2GifInputError(f"{where} cannot be read as .safetensors ({err}); pick a saved motion embedding.") from err
     tag = metadata.get("format", "")
+    broken = _non_finite(tensors)
+    if broken and tag.startswith(FORMAT_PREFIX):
+        raise Pix2GifInputError(f"{where}: {broken} hold NaN or infinite values; it cannot steer motion – train or "
+                                "save the embeddings again.")
     if not tag.startswith(FORMAT_PREFIX):
         sample = ", ".join(sorted(tensors)[:2]) or "none"
         raise Pix2GifInputError(

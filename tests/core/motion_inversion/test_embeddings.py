@@ -368,6 +368,7 @@ def test_loading_tampered_embedding_files_raises(tmp_path) -> None:
         ({f"{LAYER}.v": torch.zeros(4, 5, C)}, base, "damaged"),
         ({f"{LAYER}.qk": torch.zeros(1, 4, C)}, base, "query/key embedding has shape"),
         ({f"{LAYER}.qk": torch.zeros(1, 5, C)}, {**base, "format": "pix2gif.motion_embeddings/9"}, "update the pack"),
+        ({f"{LAYER}.qk": torch.full((1, 5, C), float("nan"))}, base, f"{LAYER}.qk hold NaN"),
     ]
     for tensors, meta, fragment in cases:
         save_file(tensors, str(path), metadata=meta)
@@ -424,3 +425,12 @@ def test_training_step_updates_only_the_embeddings() -> None:
     assert all(torch.equal(value, weights_before[key]) for key, value in module.state_dict().items())
     with torch.no_grad():
         assert not torch.allclose(module(x, 4, patch.variants((8, 12))[name]), plain)
+
+
+def test_saving_non_finite_embeddings_is_refused_and_writes_nothing(tmp_path) -> None:
+    layer = _layer(5, (2, 2))
+    broken = LayerEmbedding(torch.full_like(layer.qk, float("inf")), layer.v, layer.token_hw)
+    diverged = _embeddings({LAYER: broken}, 5)
+    with pytest.raises(Pix2GifInputError, match="NaN or infinite.*nothing was written"):
+        save_motion_embeddings(diverged, tmp_path / "diverged.safetensors")
+    assert list(tmp_path.iterdir()) == []
