@@ -48,6 +48,8 @@ BLOCK_RANGES = {"all": ("down", "mid", "up"), "down": ("down",), "mid": ("mid",)
                 "down+mid": ("down", "mid"), "mid+up": ("mid", "up"), "down+up": ("down", "up")}
 UNET_BLOCKS = {"down": "input", "mid": "middle", "up": "output"}
 MOTION_MODULE_PREFIXES = {"down": "down_blocks.", "mid": "mid_block.", "up": "up_blocks."}
+#: ComfyUI samplers (name prefixes) that evaluate the model between the levels of their schedule
+BETWEEN_LEVEL_SAMPLERS = ("dpm_2", "dpmpp_2s", "dpmpp_sde", "dpm_fast", "dpm_adaptive")
 #: parts of ComfyUI sampler names that add fresh noise at every step
 STOCHASTIC_SAMPLER_MARKS = ("ancestral", "sde", "ddpm", "lcm", "seeds", "sa_solver")
 DEFAULT_BETA_SCHEDULE = "sqrt_linear (AnimateDiff)"
@@ -197,6 +199,11 @@ class AnimateZeroInvert:
                                           "(e.g. pick it with ImageFromBatch before VAE Encode)")
         if negative is None and not math.isclose(cfg, 1.0):
             raise input_error(self.TITLE, f"cfg {cfg:g} needs `negative`: connect a negative prompt or set cfg to 1")
+        if sampler_name.startswith(BETWEEN_LEVEL_SAMPLERS):
+            raise input_error(self.TITLE, f"sampler_name '{sampler_name}' evaluates the model between the noise "
+                                          "levels, where an inverted trajectory has no latent to replay: use a "
+                                          "sampler that steps from level to level (euler, ddim, dpmpp_2m, heun, "
+                                          "lms, …) here and in the video pass")
         with reported_as(self.TITLE):
             image_model = _image_model(model, beta_schedule)
         sigmas = sampler_sigmas(image_model, steps, sampler_name, scheduler, denoise)
