@@ -361,9 +361,10 @@ class AnimateZero:
                 "pin_first_frame": ("BOOLEAN", {"default": True,
                                                 "tooltip": "Frame 1 follows the trajectory: the GIF starts with the "
                                                            "image (needs `trajectory`)"}),
-                "kv_sharing": (KV_MODES, {"default": "replace",
-                                          "tooltip": "Spatial self-attention reads frame 1's keys/values: replace = "
-                                                     "only frame 1's, concat = own and frame 1's, off"}),
+                "kv_sharing": (list(KV_MODES), {"default": "replace",
+                                                "tooltip": "Spatial self-attention reads frame 1's keys/values: "
+                                                           "replace = only frame 1's, concat = own and frame 1's, "
+                                                           "off"}),
                 "kv_blocks": (list(BLOCK_RANGES), {"default": "all",
                                                    "tooltip": "UNet blocks whose spatial self-attention shares "
                                                               "(down = encoder, mid, up = decoder)"}),

@@ -105,15 +105,16 @@ class ApplyMotionEmbeddings:
             "model": ("MODEL", {"tooltip": "A MODEL from Apply Motion Model, with the motion module the "
                                            "embeddings were trained on"}),
             "motion_embeddings": (MOTION_EMBEDDINGS_TYPE,),
-            "mode": (MODES, {"default": "as_trained",
-                             "tooltip": "as_trained: both embeddings; camera: query/key embedding only (global "
-                                        "motion, less of the reference's look); object: value embedding replaced "
-                                        "by its frame-to-frame differences"}),
+            "mode": (list(MODES), {"default": "as_trained",
+                                   "tooltip": "as_trained: both embeddings; camera: query/key embedding only (global "
+                                              "motion, less of the reference's look); object: value embedding "
+                                              "replaced by its frame-to-frame differences"}),
             "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05,
                                    "tooltip": "Multiplies the embeddings; 0 = plain AnimateDiff"}),
-            "resolution": (RESOLUTION_POLICIES, {"default": "interpolate",
-                                                 "tooltip": "Another size than trained: interpolate the value "
-                                                            "embedding over the token grid, or refuse to sample"}),
+            "resolution": (list(RESOLUTION_POLICIES), {"default": "interpolate",
+                                                       "tooltip": "Another size than trained: interpolate the value "
+                                                                  "embedding over the token grid, or refuse to "
+                                                                  "sample"}),
         }}
 
     RETURN_TYPES = ("MODEL",)

@@ -20,17 +20,18 @@ MAX_FRAMES = 1024
 def motion_inputs() -> dict:
     """The motion widgets both nodes share, in widget order."""
     return {
-        "motion": (MOTION_KINDS, {"default": "zoom", "tooltip": "translate: slide; zoom: in (+) or out (−); rotate: "
-                                                                "clockwise (+); sway: back and forth, loops"}),
+        "motion": (list(MOTION_KINDS), {"default": "zoom",
+                                        "tooltip": "translate: slide; zoom: in (+) or out (−); rotate: clockwise "
+                                                   "(+); sway: back and forth, loops"}),
         "magnitude": ("FLOAT", {"default": 24.0, "min": -4096.0, "max": 4096.0, "step": 0.5,
                                 "tooltip": "Pixels the content moves by the last frame (zoom / rotate: at half the "
                                            "shorter side from the centre; sway: the swing amplitude)"}),
         "direction": ("FLOAT", {"default": 0.0, "min": -360.0, "max": 360.0, "step": 1.0,
                                 "tooltip": "Degrees, 0 = right, 90 = up (translate and sway)"}),
         "frames": ("INT", {"default": 16, "min": 2, "max": MAX_FRAMES, "tooltip": "Frame 0 is the input itself"}),
-        "edge": (EDGE_MODES, {"default": "reflect",
-                              "tooltip": "reflect: mirror what comes in from outside; crop: zoom in just enough "
-                                         "that nothing comes from outside. Neither leaves black borders"}),
+        "edge": (list(EDGE_MODES), {"default": "reflect",
+                                    "tooltip": "reflect: mirror what comes in from outside; crop: zoom in just "
+                                               "enough that nothing comes from outside. Neither leaves black borders"}),
         "center_x": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
                                "tooltip": "Zoom / rotate centre, fraction of the width"}),
         "center_y": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,

@@ -42,9 +42,14 @@ def test_nodes_are_registered_under_one_prefix_and_category(host):
     assert names["Pix2Gif_MotionPreview"] == "Motion Preview (Pix2Gif)"
 
 
-def test_every_widget_input_has_a_tooltip(host):
+def test_every_widget_input_has_a_tooltip_and_combos_are_lists(host):
+    """ComfyUI validates combo values only against lists: a tuple lets a stale or edited value reach the node."""
     import nodes
 
+    tuples = [f"{key}.{name}" for key, cls in nodes.NODE_CLASS_MAPPINGS.items() if key.startswith("Pix2Gif_")
+              for section in ("required", "optional") for name, spec in cls.INPUT_TYPES().get(section, {}).items()
+              if isinstance(spec[0], tuple)]
+    assert not tuples, tuples
     missing = []
     for key, cls in nodes.NODE_CLASS_MAPPINGS.items():
         if not key.startswith("Pix2Gif_"):
