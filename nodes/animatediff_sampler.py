@@ -9,11 +9,18 @@ import comfy.samplers
 import latent_preview
 import torch
 
+from . import memory_budget
 from .animatediff_injection import MOTION_MODEL_KEY
 from .conventions import LATENT_CHANNELS, category, display_name, input_error, node_id
 
 NO_MOTION_MODEL = ("no motion model is applied to this MODEL: the frames are independent images, not a clip. For "
                    "animation connect the MODEL through 'Apply Motion Model'")
+
+UNET_BYTES_PER_LATENT_PIXEL = 0.01 * 2**20
+"""SD1.5 UNet working memory per latent pixel per frame and byte of the compute dtype in one model call (ComfyUI's
+own estimate with fused attention, ``BaseModel.memory_required``)."""
+LATENT_COPIES = 6
+"""Clip-sized latents alive at once while sampling: start, noise, x, denoised and the sampler's own."""
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +96,36 @@ class GifSampler:
                                           "make the noise from a clip of the same frame count and size")
         return noise
 
+    def _check_memory(self, model, frames: int, latent_hw: tuple[int, int]) -> None:
+        """Refuse clips whose latents cannot fit in RAM or whose one model call cannot fit the compute device."""
+        height, width = latent_hw
+        size = f"{frames} frames of {width * 8}×{height * 8}"
+        memory_budget.require(self.TITLE, LATENT_COPIES * frames * LATENT_CHANNELS * height * width * 4,
+                              comfy.model_management.intermediate_device(), f"sampling {size}",
+                              "lower `frames`, `width` or `height`")
+        window = model.model_options.get("context_handler")
+        per_call = min(frames, getattr(window, "context_length", frames))
+        dtype_bytes = comfy.model_management.dtype_size(model.model_dtype())
+        needed = UNET_BYTES_PER_LATENT_PIXEL * per_call * height * width * dtype_bytes
+        total = comfy.model_management.get_total_memory(model.load_device)
+        if needed > total:
+            raise input_error(self.TITLE, f"one model call over {per_call} frames of {width * 8}×{height * 8} needs "
+                                          f"about {needed / memory_budget.GIB:.1f} GiB, more than the "
+                                          f"{total / memory_budget.GIB:.1f} GiB of {model.load_device}; lower "
+                                          "`width`/`height`, or `frames` (longer clips: add ComfyUI's 'Context "
+                                          "Windows (Manual)' after Apply Motion Model)")
+
+    @staticmethod
+    def _latent_size(width, height, start_latent, start_image) -> tuple[int, int]:
+        if start_latent is not None:
+            return tuple(start_latent["samples"].shape[-2:])
+        if start_image is not None:
+            return start_image.shape[1] // 8, start_image.shape[2] // 8
+        return height // 8, width // 8
+
     def sample(self, model, positive, negative, frames, width, height, seed, steps, cfg, sampler_name, scheduler,
                denoise, start_latent=None, start_image=None, vae=None, noise=None):
+        self._check_memory(model, frames, self._latent_size(width, height, start_latent, start_image))
         latent = self._start(frames, width, height, start_latent, start_image, vae)
         if denoise <= 0.0:  # nothing to denoise: the clip is the start (older hosts divide by denoise)
             return ({"samples": latent},)

@@ -4,7 +4,11 @@ from __future__ import annotations
 import torch
 
 from ..pix2gif_core.metrics.motion_magnitude import measure_motion
+from . import memory_budget
 from .conventions import category, display_name, input_error, node_id, reported_as
+
+TRACKING_BYTES_PER_PIXEL = 40
+"""Working memory per pixel of a frame while it is tracked: gray, pyramid, float32 RGB and the reference copy."""
 
 
 class MeasureMotion:
@@ -34,8 +38,12 @@ class MeasureMotion:
                 raise input_error(self.TITLE, f"reference: {reference.shape[2]}×{reference.shape[1]} but the images "
                                               f"are {images.shape[2]}×{images.shape[1]}; give the same size")
             frames = torch.cat([reference[:1, ..., :3], frames])
+        count, height, width = frames.shape[:3]
+        per_frame_bytes = TRACKING_BYTES_PER_PIXEL * height * width
+        memory_budget.require(self.TITLE, per_frame_bytes + memory_budget.CHUNK_BYTES, frames.device,
+                              f"tracking one frame of {width}×{height}", "measure a smaller copy (e.g. ImageScale)")
         with reported_as(self.TITLE):
-            result = measure_motion(frames)
+            result = measure_motion(frames, chunk=memory_budget.frames_per_chunk(per_frame_bytes, count))
         per_frame = result.per_frame[1:] if reference is not None else result.per_frame
         listed = ", ".join(f"{value:.2f}" for value in per_frame.tolist())
         summary = f"motion {result.clip:.2f} px ({result.corners} corners); per frame: {listed}"

@@ -7,14 +7,19 @@ the image at the last frame (see ``pix2gif_core.warps.motion_field``); Warp Late
 """
 from __future__ import annotations
 
+import comfy.model_management
+import comfy.utils
 import torch
 import torch.nn.functional as F
 
-from ..pix2gif_core.warps.motion_field import EDGE_MODES, MOTION_KINDS, motion_field, warp_frames
+from ..pix2gif_core.warps.motion_field import EDGE_MODES, MOTION_KINDS, motion_field, warp_in_chunks
+from . import memory_budget
 from .conventions import category, display_name, input_error, node_id, reported_as
 
 LATENT_SCALE = 8
 MAX_FRAMES = 1024
+FIELD_BYTES_PER_PIXEL = 32
+"""Working memory per pixel of a frame while it is warped: field, grid and the crop zoom's intermediates."""
 
 
 def motion_inputs() -> dict:
@@ -63,12 +68,29 @@ class _ParametricMotion:
         return batch
 
     def _warp(self, source: torch.Tensor, mask: torch.Tensor | None, motion, magnitude, direction, frames, edge,
-              center_x, center_y, sway_cycles) -> torch.Tensor:
-        """``source`` (1, C, H, W) → (frames, C, H, W); ``mask`` (1|F, H, W) or None; magnitude in its pixels."""
+              center_x, center_y, sway_cycles, channels_last: bool) -> torch.Tensor:
+        """``source`` (1, C, H, W) → (frames, H, W, C) if ``channels_last`` else (frames, C, H, W), warped in
+        chunks of frames (progress and cancel per chunk); ``mask`` (1|F, H, W) or None; magnitude in its pixels."""
+        channels, height, width = source.shape[1:]
+        frame_bytes = height * width * channels * source.element_size()
+        chunk = memory_budget.frames_per_chunk(height * width * (FIELD_BYTES_PER_PIXEL + 3 * 4 * channels), frames)
+        memory_budget.require(self.TITLE, frames * frame_bytes + memory_budget.CHUNK_BYTES, source.device,
+                              f"{frames} frames of {width}×{height}", "lower `frames` or the size of the input")
+        out = source.new_empty((frames, height, width, channels) if channels_last else (frames, channels, height,
+                                                                                         width))
+        progress = comfy.utils.ProgressBar(frames)
+
+        def field_of(first: int, stop: int):
+            return motion_field(motion, magnitude, frames, height, width, direction_deg=direction,
+                                center=(center_x, center_y), sway_cycles=sway_cycles, mask=mask,
+                                frame_range=(first, stop))
+
         with reported_as(self.TITLE):
-            field = motion_field(motion, magnitude, frames, *source.shape[-2:], direction_deg=direction,
-                                 center=(center_x, center_y), sway_cycles=sway_cycles, mask=mask)
-            return warp_frames(source, field, edge)
+            for first, stop, warped in warp_in_chunks(source, field_of, frames, edge, chunk):
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                out[first:stop] = warped.movedim(1, -1) if channels_last else warped
+                progress.update(stop - first)
+        return out
 
 
 class MotionPreview(_ParametricMotion):
@@ -91,8 +113,8 @@ class MotionPreview(_ParametricMotion):
                                           "; give a mask of the image's size (LoadImage gives a 64×64 empty mask "
                                           "for images without alpha)")
         warped = self._warp(source, mask, motion, magnitude, direction, frames, edge, center_x, center_y,
-                            sway_cycles)
-        return (warped.clamp(0.0, 1.0).movedim(1, -1),)
+                            sway_cycles, channels_last=True)
+        return (warped.clamp_(0.0, 1.0),)
 
 
 class WarpLatent(_ParametricMotion):
@@ -122,7 +144,7 @@ class WarpLatent(_ParametricMotion):
     def warp(self, samples, motion, magnitude, direction, frames, edge, center_x, center_y, sway_cycles, mask=None):
         latent = self._one(samples["samples"])
         warped = self._warp(latent, self._latent_mask(mask, *latent.shape[-2:]), motion, magnitude / LATENT_SCALE,
-                            direction, frames, edge, center_x, center_y, sway_cycles)
+                            direction, frames, edge, center_x, center_y, sway_cycles, channels_last=False)
         return ({"samples": warped},)
 
 

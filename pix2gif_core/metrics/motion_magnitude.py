@@ -56,16 +56,22 @@ class PointTracks:
     valid: torch.Tensor
 
 
-def measure_motion(frames: torch.Tensor) -> MotionMagnitude:
+def measure_motion(frames: torch.Tensor, chunk: int | None = None) -> MotionMagnitude:
     """Motion of every frame against frame 0 for ``frames`` (F, H, W, 3) or (F, 3, H, W) RGB in [0, 1].
 
-    To reproduce Pix2Gif's metric for generated frames, put the source image first.
+    ``chunk``: frames tracked at once (all by default); the result does not depend on it, the working memory
+    (about 24 bytes per pixel per frame) does. To reproduce Pix2Gif's metric for generated frames, put the
+    source image first.
     """
-    gray = to_gray(frames)
-    points = detect_corners(gray[0])
-    tracks = track_points(gray[:1], gray, points)
-    norms = tracks.displacement.norm(dim=-1)
-    counted = tracks.valid & (norms > MIN_DISPLACEMENT)
+    count = frames.shape[0] if frames.dim() == 4 else 0
+    reference = to_gray(frames[:1])
+    points = detect_corners(reference[0])
+    step = chunk or max(count, 1)
+    parts = [track_points(reference, to_gray(frames[first:first + step]), points) for first in range(0, count, step)]
+    displacement = torch.cat([part.displacement for part in parts])
+    valid = torch.cat([part.valid for part in parts])
+    norms = displacement.norm(dim=-1)
+    counted = valid & (norms > MIN_DISPLACEMENT)
     per_frame = (norms * counted).sum(dim=1) / counted.sum(dim=1).clamp(min=1)
     per_frame[0] = 0.0
     clip = float(per_frame[1:].mean()) if per_frame.shape[0] > 1 else 0.0

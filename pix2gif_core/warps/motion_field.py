@@ -20,7 +20,9 @@ For a latent (1/8 of the image size) pass the latent height/width and ``magnitud
 """
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -99,20 +101,27 @@ def motion_field(
     mask: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    frame_range: tuple[int, int] | None = None,
 ) -> MotionField:
     """Build the per-frame displacement of one parametric motion (see the module docstring for units).
 
     ``center``: (x, y) as fractions of width/height (0 = left/top edge, 1 = right/bottom edge); zoom and rotate
     only. ``mask``: (1|F, H, W) or (H, W) in [0, 1], multiplies the displacement, so pixels where it is 0 stay
-    exactly unchanged by :func:`warp_frames` with ``edge="reflect"``. Returns a field of shape (F, H, W, 2).
+    exactly unchanged by :func:`warp_frames` with ``edge="reflect"``. ``frame_range``: (first, stop) to build
+    only those frames of the F-frame motion (for work in chunks). Returns a field of shape (F, H, W, 2), or
+    (stop - first, H, W, 2).
     """
     _check_motion_args(kind, magnitude, frames, height, width, center)
+    first, stop = frame_range or (0, frames)
     if mask is not None:
         mask = _checked_mask(mask, frames, height, width)
+        mask = mask[first:stop] if mask.shape[0] == frames else mask
         device = mask.device if device is None else device
     if magnitude == 0.0:
-        return MotionField(torch.zeros(frames, height, width, 2, device=device, dtype=dtype))
-    inverse = torch.linalg.inv(_forward_affine(kind, magnitude, frames, height, width, direction_deg, center, sway_cycles))
+        return MotionField(torch.zeros(stop - first, height, width, 2, device=device, dtype=dtype))
+    affine = _forward_affine(kind, magnitude, frames, height, width, direction_deg, center, sway_cycles)
+    inverse = torch.linalg.inv(affine[first:stop])
+    frames = stop - first
     # source = A p + b  ⇒  d = p - source = (I - A) p - b; written as a row term (F, 1, W) + a column term (F, H, 1)
     linear = (torch.eye(2, dtype=torch.float64) - inverse[:, :2, :2]).to(device=device, dtype=dtype)
     offset = (-inverse[:, :2, 2]).to(device=device, dtype=dtype)
@@ -128,14 +137,16 @@ def motion_field(
     return MotionField(displacement * mask.to(displacement)[..., None], still if bool(still.any()) else None)
 
 
-def warp_frames(image: torch.Tensor, field: MotionField, edge: str = "reflect") -> torch.Tensor:
+def warp_frames(image: torch.Tensor, field: MotionField, edge: str = "reflect",
+                crop_keep: float | None = None) -> torch.Tensor:
     """Warp ``image`` (1|F, C, H, W) by ``field`` → (F, C, H, W); any C (images, latents), differentiable.
 
     ``edge="reflect"``: samples outside the image are mirrored (no black borders); frames with an all-zero
     displacement (frame 0) and ``field.still`` pixels are copied bit for bit. ``edge="crop"``: every frame is
     zoomed about the image centre by the one factor that keeps all samples of all frames inside the image (see
-    :func:`crop_to_valid`); no black borders, but every pixel is resampled. An all-zero field returns a copy of
-    the input. Sampling is computed in at least float32; the result has ``image``'s dtype.
+    :func:`crop_to_valid`; ``crop_keep`` gives that factor when ``field`` is one chunk of a longer clip); no
+    black borders, but every pixel is resampled. An all-zero field returns a copy of the input. Sampling is
+    computed in at least float32; the result has ``image``'s dtype.
     """
     if edge not in EDGE_MODES:
         raise Pix2GifInputError(f"edge mode: got {edge!r}; choose one of {', '.join(EDGE_MODES)}.")
@@ -145,11 +156,11 @@ def warp_frames(image: torch.Tensor, field: MotionField, edge: str = "reflect") 
             " build the motion field at the image's size and frame count."
         )
     frames = image.expand(field.frames, -1, -1, -1)
+    if edge == "crop":
+        field = crop_to_valid(field) if crop_keep is None else zoom_in(field, crop_keep)
     moving = field.moving_frames()
     if not bool(moving.any()):
         return frames.clone()
-    if edge == "crop":
-        field = crop_to_valid(field)
     work = torch.promote_types(image.dtype, torch.float32)  # half-precision grid_sample is unreliable on CPUs
     grid = field.grid.to(device=image.device, dtype=work)
     warped = F.grid_sample(frames.to(work), grid, mode="bilinear", padding_mode="reflection",
@@ -171,15 +182,24 @@ def crop_to_valid(field: MotionField) -> MotionField:
     scaled back to H × W. Exact for affine fields; masked fields are bilinearly interpolated. The result has no
     ``still`` pixels: every pixel is resampled.
     """
-    height, width = field.height, field.width
-    pixels = _pixel_centres(height, width, field.displacement)
-    source = pixels - field.displacement
-    outside = (
-        (source[..., 0] < -1e-4) | (source[..., 0] > width - 1 + 1e-4)
-        | (source[..., 1] < -1e-4) | (source[..., 1] > height - 1 + 1e-4)
+    return zoom_in(field, crop_keep_of(outside_pixels(field)))
+
+
+def outside_pixels(field: MotionField) -> torch.Tensor:
+    """(H, W) bool: output pixels whose source leaves the image in any frame of ``field`` (OR over chunks)."""
+    source = _pixel_centres(field.height, field.width, field.displacement) - field.displacement
+    return (
+        (source[..., 0] < -1e-4) | (source[..., 0] > field.width - 1 + 1e-4)
+        | (source[..., 1] < -1e-4) | (source[..., 1] > field.height - 1 + 1e-4)
     ).any(dim=0)
+
+
+def crop_keep_of(outside: torch.Tensor) -> float:
+    """The zoom factor (kept fraction of the width, ≤ 1) that excludes every ``outside`` (H, W) pixel."""
+    height, width = outside.shape
     if not bool(outside.any()):
-        return field
+        return 1.0
+    pixels = _pixel_centres(height, width, outside.float())
     x, y = pixels[..., 0][outside], pixels[..., 1][outside]
     needed = torch.stack([
         (x + 1) * width / (width - 1), (width - x) * width / (width - 1),
@@ -191,12 +211,39 @@ def crop_to_valid(field: MotionField) -> MotionField:
             f"edge mode 'crop': this motion pulls in so much from outside that only {max(keep, 0.0):.0%} of the"
             f" image would remain (minimum {MIN_CROP_KEEP:.0%}); lower the magnitude or use edge mode 'reflect'."
         )
+    return keep
+
+
+def zoom_in(field: MotionField, keep: float) -> MotionField:
+    """``field`` composed with a centred zoom that keeps ``keep`` of the width (1 = ``field`` itself)."""
+    if keep >= 1.0:
+        return field
+    height, width = field.height, field.width
+    pixels = _pixel_centres(height, width, field.displacement)
     centre = pixels.new_tensor([(width - 1) / 2.0, (height - 1) / 2.0])
     zoomed = centre + (pixels - centre) * keep
     zoomed_grid = sampling_grid((pixels - zoomed)[None]).expand(field.frames, -1, -1, -1)
     moved = F.grid_sample(field.displacement.permute(0, 3, 1, 2), zoomed_grid, mode="bilinear",
                           padding_mode="border", align_corners=False).permute(0, 2, 3, 1)
     return MotionField(pixels - zoomed + moved)
+
+
+def warp_in_chunks(image: torch.Tensor, field_of: Callable[[int, int], MotionField], frames: int, edge: str,
+                   chunk: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """:func:`warp_frames` of an F-frame motion ``chunk`` frames at a time: yields (first, stop, warped frames).
+
+    ``image`` (1|F, C, H, W); ``field_of(first, stop)`` builds those frames' field (``motion_field`` with
+    ``frame_range``). Equal to one call on the whole clip, with at most ``chunk`` frames of field and grid in
+    memory; ``edge="crop"`` first ORs the outside pixels of all chunks, so the zoom is the whole clip's.
+    """
+    ranges = [(first, min(first + chunk, frames)) for first in range(0, frames, chunk)]
+    keep = None
+    if edge == "crop":
+        outside = functools.reduce(torch.logical_or, (outside_pixels(field_of(*span)) for span in ranges))
+        keep = crop_keep_of(outside)
+    for first, stop in ranges:
+        part = image if image.shape[0] == 1 else image[first:stop]
+        yield first, stop, warp_frames(part, field_of(first, stop), edge, crop_keep=keep)
 
 
 def _pixel_centres(height: int, width: int, like: torch.Tensor) -> torch.Tensor:

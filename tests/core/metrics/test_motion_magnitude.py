@@ -60,6 +60,13 @@ def test_translation_is_recovered_within_ten_percent() -> None:
     assert result.clip == pytest.approx(sum(shifts) / 4, rel=0.1)
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 4])
+def test_measuring_in_chunks_gives_the_same_result(chunk: int) -> None:
+    frames = torch.stack([_translated(0, 0)] + [_translated(k, k / 2) for k in (2.0, 5.0, 7.5, 9.0)])
+    whole, parts = measure_motion(frames), measure_motion(frames, chunk=chunk)
+    assert torch.equal(parts.per_frame, whole.per_frame) and parts.clip == whole.clip
+
+
 def test_subpixel_diagonal_translation() -> None:
     frames = torch.stack([_translated(0, 0), _translated(3.5, -2.5)])
     assert float(measure_motion(frames).per_frame[1]) == pytest.approx(math.hypot(3.5, 2.5), rel=0.1)

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from pix2gif_core.errors import Pix2GifInputError
-from pix2gif_core.warps.motion_field import crop_to_valid, motion_field, reference_radius, warp_frames
+from pix2gif_core.warps.motion_field import (
+    crop_to_valid, motion_field, reference_radius, warp_frames, warp_in_chunks,
+)
 
 H, W = 24, 32
 
@@ -195,3 +197,18 @@ def test_half_precision_images_warp_like_float32(edge: str) -> None:
     half = warp_frames(image.half(), field, edge)
     assert half.dtype == torch.float16 and torch.isfinite(half).all()
     torch.testing.assert_close(half.float(), warp_frames(image, field, edge), rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("edge", ["reflect", "crop"])
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_warping_in_chunks_equals_one_call(edge: str, chunk: int) -> None:
+    frames = 7
+    image = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(3))
+    mask = (torch.arange(W) < W // 2).float().expand(frames, H, W)
+
+    def field_of(first, stop):
+        return motion_field("rotate", 9.0, frames, H, W, mask=mask, frame_range=(first, stop))
+
+    whole = warp_frames(image, motion_field("rotate", 9.0, frames, H, W, mask=mask), edge)
+    parts = torch.cat([warped for _, _, warped in warp_in_chunks(image, field_of, frames, edge, chunk)])
+    assert torch.equal(parts, whole)
