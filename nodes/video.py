@@ -110,7 +110,11 @@ class SaveAnimation:
                             check_cancel=comfy.model_management.throw_exception_if_processing_interrupted)
             companion = []
             if format == "gif" and workflow_png and metadata:
-                still = write_workflow_image(images[0], path.with_suffix(".png"), metadata)
+                try:
+                    still = write_workflow_image(images[0], path.with_suffix(".png"), metadata)
+                except BaseException:
+                    path.unlink()  # the pair is one result: no GIF without its workflow image
+                    raise
                 companion = [{"filename": still.name, "subfolder": subfolder,
                               "type": "output" if save_output else "temp"}]
         progress.update(1)

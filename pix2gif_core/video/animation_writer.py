@@ -1,9 +1,8 @@
 """Write a clip as an animated GIF, WebP, APNG or MP4 file -- atomically, with ComfyUI workflow metadata.
 
-One entry point, :func:`write_animation`. The file is encoded into a hidden temporary file in the target's
-directory (``.<name>.tmp-<random>``), flushed and fsynced, then renamed over the target with ``os.replace``:
+One entry point, :func:`write_animation`. The file is written through :func:`..atomic_file.atomic_output`:
 readers (ComfyUI's preview, a file watcher) never see a half-written file, and if encoding fails for any
-reason (including Ctrl-C / a cancelled prompt) the temporary file is removed and the target is left as it was.
+reason (a full disk, a cancelled prompt) nothing is left behind and an existing target stays as it was.
 
 Metadata is a ``{name: text}`` mapping; ComfyUI passes ``"prompt"`` and ``"workflow"`` as JSON text. Where it
 goes (the conventions ComfyUI's own SaveAnimatedWEBP / SaveAnimatedPNG / SaveVideo use, so drag-and-drop
@@ -26,12 +25,10 @@ times the animation plays, 0 = forever (GIF/WebP/APNG; MP4 has no loop field -- 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -42,6 +39,7 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from ..atomic_file import atomic_output
 from ..errors import Pix2GifInputError
 from .gif_encoder import (
     CancelCheck,
@@ -200,33 +198,6 @@ def _save_mp4(
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX; Windows cannot open directories)."""
-    if os.name != "posix":
-        return
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-@contextlib.contextmanager
-def atomic_output(final: Path) -> Iterator[BinaryIO]:
-    """Yield a binary file that becomes ``final`` only if the block finishes; otherwise it is deleted."""
-    temporary = final.with_name(f".{final.name}.tmp-{secrets.token_hex(6)}")
-    try:
-        with open(temporary, "xb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(final.parent)
 
 
 def write_animation(
