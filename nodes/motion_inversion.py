@@ -65,7 +65,11 @@ def embeddings_file(filename_prefix: str, node_title: str, suffix: str | None = 
         raise input_error(node_title, f"filename_prefix '{filename_prefix}' does not name a file inside {folder}; "
                                       "use a relative name such as 'motion_inversion/zoom'")
     directory, name = os.path.split(target)
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as err:
+        raise input_error(node_title, f"cannot create the folder '{directory}' ({err.strerror or err}); free space "
+                                      "or choose another folder") from err
     if suffix is None:
         numbered = re.compile(rf"{re.escape(name)}_(\d{{5}}){re.escape(FILE_SUFFIX)}")
         taken = [int(match[1]) for entry in os.listdir(directory) if (match := numbered.fullmatch(entry))]

@@ -28,6 +28,8 @@ layers, frames, sizes, motion-module version, channel layout as JSON).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -60,19 +62,38 @@ LayerPredicate = Callable[[str, int], bool]
 """Selects motion modules by (module name, channels C)."""
 
 
+_LAYER_NAME = re.compile(r"^(?P<module>.+\.motion_modules\.\d+)\.attention_blocks\.(?P<block>\d+)$")
+_MODULE_LEVEL = re.compile(r"^(?:(?P<direction>down|up)_blocks\.(?P<block>\d+)|mid_block)\.motion_modules\.\d+$")
+OFFICIAL_LEVEL = 2
+"""The UNet level of Motion Inversion's layers: its config's ``[down,1280]``, ``[up,1280]`` are the temporal
+attentions of the reference UNet3D's ``down_blocks.2`` / ``up_blocks.1``, at 1/32 of the image size (the 1/64
+blocks, ``down_blocks.3`` / ``up_blocks.0``, have no temporal attention there; methods.md §4.2)."""
+
+
 def _not_mid(name: str) -> bool:
     return not name.startswith("mid_block.")
 
 
+def sd15_level(module_name: str) -> int:
+    """UNet resolution level ℓ of an SD1.5 motion module (its token grid is the latent's halved ℓ times):
+    ``down_blocks.i`` → i, ``up_blocks.i`` → 3 − i, the mid block → 3."""
+    match = _MODULE_LEVEL.match(module_name)
+    if match is None:
+        raise Pix2GifInputError(f"'{module_name}' is not an SD1.5 motion-module name like 'up_blocks.1.motion_modules.0'.")
+    block = int(match["block"]) if match["block"] is not None else SD15_LEVELS - 1
+    return SD15_LEVELS - 1 - block if match["direction"] == "up" else block
+
+
 LAYER_PRESETS: dict[str, LayerPredicate] = {
+    "official": lambda name, channels: _not_mid(name) and sd15_level(name) == OFFICIAL_LEVEL,
     "1280": lambda name, channels: channels == 1280 and _not_mid(name),
     "640+1280": lambda name, channels: channels in (640, 1280) and _not_mid(name),
     "all": lambda name, channels: True,
 }
-"""Named selections: the reference's down/up 1280-channel blocks (default), plus 640, or every module."""
-
-_LAYER_NAME = re.compile(r"^(?P<module>.+\.motion_modules\.\d+)\.attention_blocks\.(?P<block>\d+)$")
-_MODULE_LEVEL = re.compile(r"^(?:(?P<direction>down|up)_blocks\.(?P<block>\d+)|mid_block)\.motion_modules\.\d+$")
+"""Named selections: Motion Inversion's own (default: ``down_blocks.2`` + ``up_blocks.1``, 1280 channels at 1/32
+of the image); every down/up 1280-channel module (adds the 1/64 level; the default before); plus 640; every
+module."""
+DEFAULT_LAYER_PRESET = "official"
 
 
 def attention_layer_name(module_name: str, block: int) -> str:
@@ -94,22 +115,16 @@ def split_layer_name(layer_name: str) -> tuple[str, int]:
 def sd15_token_hw(module_name: str, latent_hw: tuple[int, int]) -> tuple[int, int]:
     """Token grid (h, w) the motion module ``module_name`` sees in an SD1.5 UNet for a latent of ``latent_hw``.
 
-    ``down_blocks.i`` works at level i, ``up_blocks.i`` at level 3 − i, the mid block at level 3; each level
-    halves the grid, rounding up (stride-2, padding-1 convolutions).
+    Each level (:func:`sd15_level`) halves the grid, rounding up (stride-2, padding-1 convolutions).
     """
-    match = _MODULE_LEVEL.match(module_name)
-    if match is None:
-        raise Pix2GifInputError(f"'{module_name}' is not an SD1.5 motion-module name like 'up_blocks.1.motion_modules.0'.")
-    block = int(match["block"]) if match["block"] is not None else SD15_LEVELS - 1
-    level = SD15_LEVELS - 1 - block if match["direction"] == "up" else block
     h, w = latent_hw
-    for _ in range(level):
+    for _ in range(sd15_level(module_name)):
         h, w = -(-h // 2), -(-w // 2)
     return h, w
 
 
 def select_attention_layers(
-    module_channels: Mapping[str, int], selection: str | Sequence[str] | LayerPredicate = "1280"
+    module_channels: Mapping[str, int], selection: str | Sequence[str] | LayerPredicate = DEFAULT_LAYER_PRESET
 ) -> dict[str, int]:
     """Attention-layer name → C for the chosen motion modules, in ``module_channels`` order.
 
@@ -152,7 +167,7 @@ class LayerSpec:
 def sd15_layer_specs(
     module_channels: Mapping[str, int],
     latent_hw: tuple[int, int],
-    selection: str | Sequence[str] | LayerPredicate = "1280",
+    selection: str | Sequence[str] | LayerPredicate = DEFAULT_LAYER_PRESET,
 ) -> list[LayerSpec]:
     """:class:`LayerSpec` of every selected layer (see :func:`select_attention_layers`) for an SD1.5 latent size."""
     return [
@@ -511,7 +526,8 @@ class MotionEmbeddingPatch:
 def save_motion_embeddings(embeddings: MotionEmbeddings, path: str | os.PathLike) -> None:
     """Write ``embeddings`` as ``.safetensors`` (keys ``<layer>.qk``/``<layer>.v``, metadata as strings).
 
-    Written to a temporary file beside ``path`` and renamed, so a failed save never leaves a half-written file."""
+    Written to a temporary file beside ``path`` and renamed; a failed write (e.g. a full disk) removes it and raises
+    one :class:`Pix2GifInputError` naming the file, so a failed save never leaves a half-written file."""
     tensors = {}
     for name, layer in embeddings.layers.items():
         tensors[f"{name}.qk"] = layer.qk.detach().cpu().contiguous()
@@ -532,8 +548,20 @@ def save_motion_embeddings(embeddings: MotionEmbeddings, path: str | os.PathLike
         "channels": json.dumps(embeddings.channel_layout),
     }
     partial = f"{os.fspath(path)}.partial"
-    save_file(tensors, partial, metadata=metadata)
-    os.replace(partial, path)
+    try:
+        save_file(tensors, partial, metadata=metadata)
+        os.replace(partial, path)
+    except (OSError, SafetensorError) as err:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        raise Pix2GifInputError(f"cannot write motion embeddings to '{os.fspath(path)}' ({_write_failure(err)}); "
+                                "free space or choose another folder. Nothing was written.") from err
+
+
+def _write_failure(err: Exception) -> str:
+    """'the disk is full' for a full disk or quota (the OS error, or safetensors' wrapping of it), else the error."""
+    full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "the disk is full" if full or "StorageFull" in str(err) or "No space left" in str(err) else str(err)
 
 
 def _non_finite(tensors: Mapping[str, Tensor]) -> str:

@@ -53,7 +53,8 @@ def debiased_loss(
     """Appearance-debiased loss on (B·F, C, h, w) latents; float32 scalar.
 
     ``video_length``: frames per video F (default: the whole leading dimension is one video).
-    ``reference_frame``: the frame r to subtract; drawn uniformly from [0, F) with ``generator`` when None.
+    ``reference_frame``: the frame r to subtract; drawn uniformly from [0, F) with ``generator`` when None, on
+    the latents' device (``generator`` must live there) and used as a tensor index, so it never waits for it.
     """
     _check_pair(eps_pred, eps)
     if eps_pred.dim() != 4:
@@ -67,12 +68,14 @@ def debiased_loss(
             f"video_length {video_length} does not divide the {rows} latent frames; pass the frame count of one video."
         )
     if reference_frame is None:
-        reference_frame = int(torch.randint(0, frames, (1,), generator=generator).item())
+        reference = torch.randint(0, frames, (1,), generator=generator, device=eps_pred.device)
     elif not 0 <= reference_frame < frames:
         raise Pix2GifInputError(f"reference_frame {reference_frame} is outside the video's {frames} frames.")
+    else:
+        reference = torch.tensor([reference_frame], device=eps_pred.device)
 
     def debias(x: Tensor) -> Tensor:
         videos = x.float().reshape(rows // frames, frames, *x.shape[1:])
-        return alpha * videos - beta * videos[:, reference_frame : reference_frame + 1]
+        return alpha * videos - beta * videos.index_select(1, reference)
 
     return plain_loss(eps_pred, eps) + F.mse_loss(debias(eps_pred), debias(eps))

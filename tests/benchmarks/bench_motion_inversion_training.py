@@ -1,7 +1,7 @@
 """One Motion-Inversion training step (issue 4) on the tiny model, as paired ratios against same-run baselines.
 
 The tiny SD1.5-topology checkpoint of the test pack with the tiny v3 motion model, in a ComfyUI host booted
-in-process; a 16-frame 64×64 reference clip (latent 8×8); embeddings of the default "1280" layers. Everything runs
+in-process; a 16-frame 64×64 reference clip (latent 8×8); embeddings of the default layers. Everything runs
 inside one sampling session of the training node's own machinery (``run_in_sampling``, ``frozen``,
 ``EmbeddingOptimiser``), so A and B are exactly the calls the node makes:
 
@@ -10,6 +10,8 @@ inside one sampling session of the training node's own machinery (``run_in_sampl
    median times, median and p10–p90 of the per-pair ratios B/A.
 2. Copy cost: the training step as the node runs it vs the same step without :class:`SavedCopies` (possible on
    hosts whose UNet does no in-place update on saved activations, e.g. 0.3.75; the 2024-03 host needs the copies).
+   In-step monitor cost: the step with the node's :class:`StepMonitor` (Cancel checks after every motion module
+   and at every activation the backward pass reads, progress ticks) vs the same step with a monitor doing nothing.
 3. Peak memory: the peak of the bytes allocated during one forward and during one training step and still live
    (torch.profiler CPU memory timeline; deterministic, one run each; the process's resident set cannot show it,
    since the allocator reuses memory mapped in the warm-up); plus the one-time copy of the frozen weights that
@@ -69,6 +71,7 @@ def main() -> None:
 
     comfy_host.start(host, folder, (REPO / "tests" / "harness" / "custom_nodes",))
     sys.path.append(str(REPO))
+    import comfy.utils
     import folder_paths
     import nodes
     import workflow
@@ -79,6 +82,7 @@ def main() -> None:
     training = sys.modules[classes["Pix2Gif_TrainMotionEmbeddings"].__module__]
     embedding_nodes = sys.modules[classes["Pix2Gif_ApplyMotionEmbeddings"].__module__]
     core = sys.modules[training.__name__.rsplit(".nodes.", 1)[0] + ".pix2gif_core.motion_inversion.embeddings"]
+    step_monitor = sys.modules[training.__name__.rsplit(".", 1)[0] + ".step_monitor"]
 
     with torch.inference_mode():  # as the executor runs nodes
         model, clip, vae = classes["Pix2GifTest_TinyCheckpoint"]().load(0)
@@ -89,7 +93,8 @@ def main() -> None:
         latent = vae.encode(reference_clip())
         modules = embedding_nodes.motion_modules(patched)
         channels = {name: module.channels for name, module in modules.items()}
-        specs = core.sd15_layer_specs(channels, tuple(latent.shape[-2:]), training.layer_selection("1280", channels))
+        specs = core.sd15_layer_specs(channels, tuple(latent.shape[-2:]), training.layer_selection(core.DEFAULT_LAYER_PRESET,
+                                                                                              channels))
         sampling = embedding_nodes.loaded_noise_schedule(patched)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, host {host}, {FRAMES} frames "
           f"{SIZE}×{SIZE} (latent {tuple(latent.shape[-2:])}), {len(specs)} embedding layers")
@@ -103,8 +108,22 @@ def main() -> None:
             with torch.no_grad():
                 denoise(noisy, sigma)
 
+        class Unmonitored:
+            def forward_done(self) -> None: ...
+
+            def unpacked(self, done: int, saved: int) -> None: ...
+
+        monitor = step_monitor.StepMonitor(10**6, modules.values(), comfy.utils.ProgressBar(10**7), lambda line: None,
+                                           x0.device)
+
         def step() -> None:
-            optimiser.step(denoise, x0)
+            with monitor.watching():
+                monitor.step_started()
+                optimiser.step(denoise, x0, monitor)
+                monitor.step_done()
+
+        def unmonitored_step() -> None:
+            optimiser.step(denoise, x0, Unmonitored())
 
         def step_without_copies() -> None:
             hooks = training.SavedCopies.hooks
@@ -127,6 +146,7 @@ def main() -> None:
             except RuntimeError as err:  # this host updates saved activations in place: the copies are needed
                 print(f"| training step without saved-tensor copies | – | – | fails: {str(err)[:60]}… |")
                 without_copies = "fails"
+            paired("training step with the in-step monitor vs with a monitor doing nothing", unmonitored_step, step)
         print(f"\npeak memory allocated during the call: forward {forward_mib:.1f} MiB, training step "
               f"{step_mib:.1f} MiB ({step_mib / forward_mib:.2f}×; without saved-tensor copies {without_copies}); "
               "frozen-weight copies "

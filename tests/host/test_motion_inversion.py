@@ -1,9 +1,11 @@
 """Motion Inversion in a real host: apply / combine / save / load embeddings, training, the noise prior, errors."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import shutil
+import sys
 
 import pytest
 import torch
@@ -11,10 +13,21 @@ from pix2gif_core.motion_inversion.embeddings import LayerEmbedding, MotionEmbed
 
 import workflow
 from graphs import txt2vid
+from progress import assert_complete_bars, progress_bars, recorded_progress
 
 FRAMES = 8
 TRAIN_FRAMES = 4
 MOTION_FILE = "v3.safetensors"
+#: Motion Inversion trains the temporal attentions of its UNet3D's down_blocks.2 and up_blocks.1 (its config's
+#: [down,1280], [up,1280]; the 1/64 blocks down_blocks.3 and up_blocks.0 have none), at 1/32 of the image
+#: (methods.md §4.2). AnimateDiff's SD1.5 modules at that level: down_blocks.2's two, up_blocks.1's three.
+OFFICIAL_MODULES = ("down_blocks.2.motion_modules.0", "down_blocks.2.motion_modules.1",
+                    "up_blocks.1.motion_modules.0", "up_blocks.1.motion_modules.1", "up_blocks.1.motion_modules.2")
+#: The former default ("1280"): every down/up module of the widest channels (128 in the tiny motion model), the
+#: official ones plus the 1/64 level.
+FORMER_DEFAULT_MODULES = {**{module: 128 for module in OFFICIAL_MODULES},
+                          **{f"down_blocks.3.motion_modules.{index}": 128 for index in range(2)},
+                          **{f"up_blocks.0.motion_modules.{index}": 128 for index in range(3)}}
 NODE_IDS = ("ApplyMotionEmbeddings", "CombineMotionEmbeddings", "SaveMotionEmbeddings", "LoadMotionEmbeddings",
             "MotionNoisePrior", "TrainMotionEmbeddings")
 
@@ -138,6 +151,24 @@ def test_frame_count_and_size_other_than_trained_are_interpolated(host, test_nod
     assert latent.shape == (6, 4, 16, 16) and torch.isfinite(latent).all()
 
 
+def test_embeddings_trained_with_the_former_default_still_load_and_apply(host, test_nodes, motion_files,
+                                                                         embeddings_dir):
+    former = scaled(workflow.tiny_motion_embeddings(8, frames=FRAMES, modules=FORMER_DEFAULT_MODULES), 1.0,
+                    metadata={"layers_preset": "1280", "trained_steps": "400"})
+    name = stored(embeddings_dir, "former_default.safetensors", former)
+    loaded = node("Pix2Gif_LoadMotionEmbeddings").load(name)[0]
+    assert set(loaded.layers) == set(former.layers) and loaded.metadata["layers_preset"] == "1280"
+    official_only = MotionEmbeddings({layer: embedding for layer, embedding in former.layers.items()
+                                      if layer.rsplit(".attention_blocks", 1)[0] in OFFICIAL_MODULES},
+                                     FRAMES, former.pixel_hw, former.motion_module_version)
+    plain = sampled(host, test_nodes, txt2vid(motion_files[MOTION_FILE], frames=FRAMES))
+    applied = sampled(host, test_nodes, embedding_prompt(motion_files[MOTION_FILE], [name]))
+    without_lowest = sampled(host, test_nodes, embedding_prompt(
+        motion_files[MOTION_FILE], [stored(embeddings_dir, "former_official_part.safetensors", official_only)]))
+    assert not torch.allclose(applied, plain, atol=1e-3)
+    assert not torch.allclose(applied, without_lowest, atol=1e-4), "the file's 1/64 layers act as well"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Files
 
@@ -215,11 +246,14 @@ class TrainingSetup:
         modules = (self.model.model.diffusion_model, self.motion.modules)
         return digest(*modules), [p.requires_grad for module in modules for p in module.parameters()]
 
-    def train(self, steps: int, learning_rate: float, *, save_every: int = 0, prefix: str = "training/run"):
+    def train(self, steps: int, learning_rate: float, *, save_every: int = 0, prefix: str = "training/run",
+              seed: int = 7, layers: str | None = None):
+        """The node's train() (``layers`` None: its default preset)."""
+        trainer = node("Pix2Gif_TrainMotionEmbeddings")
+        layers = layers or trainer.INPUT_TYPES()["required"]["layers"][1]["default"]
         with torch.inference_mode():
-            return node("Pix2Gif_TrainMotionEmbeddings").train(self.patched, self.positive, self.vae, moving_square(),
-                                                               steps, learning_rate, "plain", "1280", 7, save_every,
-                                                               prefix)
+            return trainer.train(self.patched, self.positive, self.vae, moving_square(), steps, learning_rate,
+                                 "plain", layers, seed, save_every, prefix)
 
 
 def window_means(log: str) -> list[float]:
@@ -236,15 +270,65 @@ def test_training_lowers_the_loss_and_changes_no_other_weight(host, test_nodes, 
     trained_means, control_means = window_means(log), window_means(control_log)
     assert len(trained_means) == 2 and trained_means[1] < trained_means[0], log
     assert trained_means[1] < control_means[1] - 0.02, (log, control_log)
-    assert set(trained.layers) == {f"{module}.attention_blocks.{block}" for module in (
-        "down_blocks.2.motion_modules.0", "down_blocks.2.motion_modules.1", "down_blocks.3.motion_modules.0",
-        "down_blocks.3.motion_modules.1", "up_blocks.0.motion_modules.0", "up_blocks.0.motion_modules.1",
-        "up_blocks.0.motion_modules.2", "up_blocks.1.motion_modules.0", "up_blocks.1.motion_modules.1",
-        "up_blocks.1.motion_modules.2") for block in (0, 1)}, "preset 1280 = the widest down and up modules"
+    assert set(trained.layers) == {f"{module}.attention_blocks.{block}" for module in OFFICIAL_MODULES
+                                   for block in (0, 1)}, "the default: Motion Inversion's own layers"
+    assert {layer.token_hw for layer in trained.layers.values()} == {(2, 2)}, "64 px / 32"
     assert (trained.frames, trained.pixel_hw, trained.motion_module_version) == (TRAIN_FRAMES, (64, 64), "v3")
     assert all(t.abs().max() > 0 and not t.requires_grad for layer in trained.layers.values() for t in layer.tensors())
-    assert {"trained_steps": "20", "learning_rate": "0.1", "loss": "plain", "layers_preset": "1280"}.items() <= \
+    assert {"trained_steps": "20", "learning_rate": "0.1", "loss": "plain", "layers_preset": "official"}.items() <= \
         trained.metadata.items()
+    lines = log.splitlines()
+    assert "first forward pass took" in lines[0] and "s/step" in lines[0] and "min for 20 steps" in lines[0], log
+    assert lines[1].startswith("step 1 took") and "min for 20 steps" in lines[1], log
+    assert [line.split(":")[0] for line in lines[2:]] == ["step 1/20", "step 10/20", "step 20/20"], \
+        "the loss every 10 steps (and the first and last)"
+
+
+def test_training_is_reproducible_per_seed(host, test_nodes, motion_files, embeddings_dir):
+    setup = TrainingSetup(test_nodes, motion_files[MOTION_FILE])
+    runs = [setup.train(3, 0.05, seed=seed)[0] for seed in (5, 5, 6)]
+    same = [all(torch.equal(t, u) for name, layer in runs[0].layers.items()
+                for t, u in zip(layer.tensors(), run.layers[name].tensors())) for run in runs[1:]]
+    assert same == [True, False], "the seed fixes every draw (timesteps, noise); another seed changes them"
+
+
+def test_a_training_step_draws_on_the_latents_device_and_reads_nothing_back(host, pack, monkeypatch):
+    """One optimiser step with a stand-in denoiser: every random draw names the latents' device and uses a generator
+    there, and the training code converts no tensor to a Python number (each would wait for the device)."""
+    training = sys.modules[f"{pack.__name__}.nodes.motion_inversion_training"]
+    monitor = sys.modules[f"{pack.__name__}.nodes.step_monitor"]
+    x0 = torch.randn(TRAIN_FRAMES, 4, 8, 8)
+    weight = torch.zeros(1, requires_grad=True)
+    embeddings = [weight]
+
+    class Params:
+        @staticmethod
+        def parameters():
+            return embeddings
+
+    draws, conversions = [], []
+    own_files = (training.__file__, sys.modules[f"{pack.__name__}.pix2gif_core.motion_inversion.loss"].__file__)
+
+    class Recording(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in (torch.randn, torch.randint):
+                draws.append((kwargs.get("device"), kwargs["generator"].device))
+            name = getattr(func, "__name__", "")
+            if name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__") and \
+                    sys._getframe(1).f_code.co_filename in own_files:
+                conversions.append(name)
+            return func(*args, **kwargs)
+
+    for loss in ("plain", "debiased"):
+        optimiser = training.EmbeddingOptimiser(Params, torch.linspace(0.1, 10.0, 50), 0.01, training.LOSSES[loss],
+                                                3, x0.device, False)
+        steps = monitor.StepMonitor(1, [], type("Bar", (), {"update_absolute": lambda *args: None})(),
+                                    lambda line: None, x0.device)
+        with Recording():
+            optimiser.step(lambda x, sigma: x * (1 - weight), x0, steps)
+    assert draws and all(draw == (x0.device, x0.device) for draw in draws), draws
+    assert conversions == [], conversions
 
 
 @pytest.fixture
@@ -256,31 +340,36 @@ def cancel_reset():
     comfy.model_management.interrupt_current_processing(False)
 
 
-def test_cancel_stops_training_cleanly(host, test_nodes, motion_files, embeddings_dir, cancel_reset):
+@pytest.mark.parametrize("moment", ["start", "end", "backward"])
+def test_cancel_inside_a_training_step_stops_that_step(host, test_nodes, motion_files, embeddings_dir, cancel_reset,
+                                                       moment):
+    """Cancel pressed as step 2's UNet call starts (inside its forward pass), as it returns (between forward and
+    backward pass) or as its backward pass begins: step 2 never completes, only step 1's file is written."""
     import comfy.model_management
 
     setup = TrainingSetup(test_nodes, motion_files[MOTION_FILE])
     before = setup.weights()
-    setup.patched = test_nodes.CancelAtModelCall().patch(setup.patched, 2, "model_calls")[0]  # one call per step
+    unpatched = setup.patched
+    setup.patched = test_nodes.CancelAtModelCall().patch(unpatched, 2, "model_calls", moment)[0]  # 1 call per step
+    prefix = f"cancelled_{moment}/run"
     with pytest.raises(comfy.model_management.InterruptProcessingException):
-        setup.train(10, 0.05, save_every=1, prefix="cancelled/run")
-    assert test_nodes.CAPTURED["model_calls"] == 2, "training stops before the step after the cancel"
+        setup.train(10, 0.05, save_every=1, prefix=prefix)
+    calls = (test_nodes.CAPTURED["model_calls"], test_nodes.CAPTURED["model_calls_finished"])
+    assert calls == ((2, 1) if moment == "start" else (2, 2)), "the cancelled forward pass stops inside the UNet call"
     assert setup.weights() == before
-    files = sorted(path.name for path in (embeddings_dir / "cancelled").iterdir())
-    # step 2 is cut short (v0.33 checks for Cancel inside the model call) or completed (older hosts)
-    assert files in (["run_step1.safetensors"], ["run_step1.safetensors", "run_step2.safetensors"]), files
-    for step, name in enumerate(files, start=1):
-        saved = node("Pix2Gif_LoadMotionEmbeddings").load(f"cancelled/{name}")[0]
-        assert saved.metadata["trained_steps"] == str(step), "whole intermediate files only"
+    folder = embeddings_dir / prefix.split("/")[0]
+    assert sorted(path.name for path in folder.iterdir()) == ["run_step1.safetensors"], "step 2 is not completed"
+    assert node("Pix2Gif_LoadMotionEmbeddings").load(f"{prefix}_step1.safetensors")[0].metadata["trained_steps"] == "1"
+    setup.patched = unpatched
+    assert setup.train(2, 0.05)[0].metadata["trained_steps"] == "2", "the next run works"
 
 
-def test_training_runs_in_the_executor_with_intermediate_saves(host, motion_files, embeddings_dir):
-    from run_workflow import install_workflow_assets
-
-    install_workflow_assets()
-    prompt = txt2vid(motion_files[MOTION_FILE])
+def training_prompt(motion_file: str, *, steps: int = 3, layers: str = "640+1280", save_every: int = 2,
+                    prefix: str = "executor/run") -> dict:
+    """Load the bundled image, make a 3-frame clip of it with Motion Preview, train on it, save the result."""
+    prompt = txt2vid(motion_file)
     del prompt["sample"], prompt["capture"]
-    prompt |= {
+    return prompt | {
         "image": {"class_type": "LoadImage", "inputs": {"image": "sample_landscape.png"}},
         "small": {"class_type": "ImageScale", "inputs": {"image": ["image", 0], "upscale_method": "area",
                                                          "width": 64, "height": 64, "crop": "disabled"}},
@@ -289,18 +378,72 @@ def test_training_runs_in_the_executor_with_intermediate_saves(host, motion_file
                             "frames": 3, "edge": "reflect", "center_x": 0.5, "center_y": 0.5, "sway_cycles": 1.0}},
         "train": {"class_type": "Pix2Gif_TrainMotionEmbeddings",
                   "inputs": {"model": ["apply_mm", 0], "positive": ["pos", 0], "vae": ["ckpt", 2],
-                             "reference_frames": ["clip", 0], "steps": 3, "learning_rate": 0.02, "loss": "debiased",
-                             "layers": "640+1280", "seed": 1, "save_every": 2, "filename_prefix": "executor/run"}},
+                             "reference_frames": ["clip", 0], "steps": steps, "learning_rate": 0.02,
+                             "loss": "debiased", "layers": layers, "seed": 1, "save_every": save_every,
+                             "filename_prefix": prefix}},
         "save": {"class_type": "Pix2Gif_SaveMotionEmbeddings",
                  "inputs": {"motion_embeddings": ["train", 0], "filename_prefix": "executor/final"}},
     }
-    result = host.run(prompt)
+
+
+def test_training_runs_in_the_executor_with_intermediate_saves(host, pack, motion_files, embeddings_dir,
+                                                               monkeypatch):
+    import comfy.utils
+    from run_workflow import install_workflow_assets
+
+    install_workflow_assets()
+    monkeypatch.setattr(comfy.utils, "PROGRESS_THROTTLE_MIN_INTERVAL", 0.0, raising=False)  # see every report
+    with recorded_progress() as reports:
+        result = host.run(training_prompt(motion_files[MOTION_FILE]))
     assert result.success, result.error or result.validation_error
     final = node("Pix2Gif_LoadMotionEmbeddings").load(result.outputs["save"]["text"][0])[0]
     step2 = node("Pix2Gif_LoadMotionEmbeddings").load("executor/run_step2.safetensors")[0]
     assert (final.metadata["trained_steps"], step2.metadata["trained_steps"], final.metadata["loss"]) == \
         ("3", "2", "debiased")
     assert len(final.layers) == 2 * (6 + 9), "640+1280: the 6 down and 9 up modules of the three narrowest levels"
+    ticks = sys.modules[f"{pack.__name__}.nodes.step_monitor"]
+    assert_complete_bars(reports, total=3 * ticks.TICKS_PER_STEP, count=1)
+    in_step = {value % ticks.TICKS_PER_STEP for value in progress_bars(reports, 3 * ticks.TICKS_PER_STEP)[0]}
+    assert in_step & set(range(1, ticks.FORWARD_TICKS)), "the bar moves during the forward pass"
+    assert in_step & set(range(ticks.FORWARD_TICKS + 1, ticks.TICKS_PER_STEP)), "… and during the backward pass"
+
+
+@pytest.fixture
+def full_disk(pack, monkeypatch):
+    """The embedding writer writes a few bytes, then fails as on a full disk."""
+    embeddings = sys.modules[f"{pack.__name__}.pix2gif_core.motion_inversion.embeddings"]
+
+    def writer(tensors, filename, metadata=None):
+        with open(filename, "wb") as file:
+            file.write(b"\x00" * 64)
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(embeddings, "save_file", writer)
+    return monkeypatch
+
+
+def test_a_full_disk_while_saving_gives_one_clear_message(host, motion_files, embeddings_dir, full_disk):
+    name = stored(embeddings_dir, "to_save.safetensors", workflow.tiny_motion_embeddings(9, frames=FRAMES))
+    prompt = {"load": {"class_type": "Pix2Gif_LoadMotionEmbeddings", "inputs": {"embeddings_name": name}},
+              "save": {"class_type": "Pix2Gif_SaveMotionEmbeddings",
+                       "inputs": {"motion_embeddings": ["load", 0], "filename_prefix": "full/disk"}}}
+    message = failure(host, prompt)
+    assert message.startswith("[Save Motion Embeddings]") and "disk_00001.safetensors" in message, message
+    assert "the disk is full" in message and "free space or choose another folder" in message, message
+    assert list((embeddings_dir / "full").iterdir()) == [], "no partial file is left"
+    full_disk.undo()
+    result = host.run(prompt)
+    assert result.success and result.outputs["save"]["text"][0].replace("\\", "/") == "full/disk_00001.safetensors"
+
+
+def test_a_full_disk_during_training_saves_gives_one_clear_message(host, motion_files, embeddings_dir, full_disk):
+    from run_workflow import install_workflow_assets
+
+    install_workflow_assets()
+    message = failure(host, training_prompt(motion_files[MOTION_FILE], steps=2, save_every=1, prefix="full_train/run"))
+    assert message.startswith("[Train Motion Embeddings]") and "run_step1.safetensors" in message, message
+    assert "free space or choose another folder" in message, message
+    assert list((embeddings_dir / "full_train").iterdir()) == []
 
 
 def test_a_single_reference_frame_is_refused(host, motion_files):

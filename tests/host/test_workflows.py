@@ -102,6 +102,7 @@ def test_motion_inversion_train(host, tmp_path):
     embeddings = load_motion_embeddings(tmp_path / "motion_embeddings" / relative)
     assert (embeddings.frames, embeddings.pixel_hw, embeddings.motion_module_version) == (16, (64, 64), "v3")
     assert embeddings.metadata["trained_steps"] == str(workflow.TINY_STEPS)
+    assert embeddings.metadata["layers_preset"] == "official", "the bundled workflow trains Motion Inversion's layers"
     assert saved_by(ui, result, "Pix2Gif_SaveAnimation")["images"][0]["type"] == "temp", "the reference clip preview"
 
 

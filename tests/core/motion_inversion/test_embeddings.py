@@ -293,11 +293,51 @@ def test_compatibility_error_names_version_and_layout() -> None:
     assert "640 in the motion module" in compatibility_error(embeddings, "v2", {"down_blocks.2.motion_modules.0": 640})
 
 
-def test_layer_presets_and_explicit_selection() -> None:
-    modules_1280 = {"down_blocks.2", "down_blocks.3", "up_blocks.0", "up_blocks.1"}
+# The reference's UNet3D (diffusers UNet3DConditionModel as ZeroScope configures it): per down/up block its type
+# and channels; temporal attentions ("temp_attentions") exist only in the CrossAttn blocks. Block i of the down
+# path works at 1/(8·2^i) of the image, block i of the up path at 1/(8·2^(3−i)). Motion Inversion's config
+# combinations [down,1280], [up,1280] pick the temporal attentions of the 1280-channel down and up blocks; its
+# saved value embeddings for a 320×576 video are (180, 32, 1280), i.e. 10×18 tokens (methods.md §4.2, §4.5).
+UNET3D_BLOCKS = {
+    "down": [("CrossAttnDownBlock3D", 320), ("CrossAttnDownBlock3D", 640), ("CrossAttnDownBlock3D", 1280),
+             ("DownBlock3D", 1280)],
+    "up": [("UpBlock3D", 1280), ("CrossAttnUpBlock3D", 1280), ("CrossAttnUpBlock3D", 640),
+           ("CrossAttnUpBlock3D", 320)],
+}
+OFFICIAL_COMBINATIONS = (("down", 1280), ("up", 1280))
+#: AnimateDiff's SD1.5 motion modules per block: down and up paths, modules per block (methods.md §1.3)
+ANIMATEDIFF_MODULES_PER_BLOCK = {"down": 2, "up": 3}
+
+
+def _downsampling(direction: str, block: int) -> int:
+    return 8 * 2 ** (block if direction == "down" else 3 - block)
+
+
+def _official_attention_layers() -> set[str]:
+    """AnimateDiff attention layers at the (path, resolution) of every temporal attention Motion Inversion trains."""
+    official = {(direction, _downsampling(direction, block))
+                for direction, channels in OFFICIAL_COMBINATIONS
+                for block, (kind, width) in enumerate(UNET3D_BLOCKS[direction])
+                if kind.startswith("CrossAttn") and width == channels}
+    return {f"{direction}_blocks.{block}.motion_modules.{module}.attention_blocks.{attention}"
+            for direction, per_block in ANIMATEDIFF_MODULES_PER_BLOCK.items() for block in range(4)
+            if (direction, _downsampling(direction, block)) in official
+            for module in range(per_block) for attention in range(2)}
+
+
+def test_default_layers_are_motion_inversions_own() -> None:
     chosen = select_attention_layers(SD15_V2_MODULES)
-    assert {name.split(".motion_modules")[0] for name in chosen} == modules_1280
-    assert len(chosen) == (2 * 2 + 2 * 3) * 2 and set(chosen.values()) == {1280}
+    assert set(chosen) == _official_attention_layers() and set(chosen.values()) == {1280}
+    specs = sd15_layer_specs(SD15_V2_MODULES, (320 // 8, 576 // 8))
+    assert {spec.token_hw for spec in specs} == {(10, 18)}, "the reference's 180-token value embeddings at 320×576"
+
+
+def test_layer_presets_and_explicit_selection() -> None:
+    assert select_attention_layers(SD15_V2_MODULES, "official") == select_attention_layers(SD15_V2_MODULES)
+    wider = select_attention_layers(SD15_V2_MODULES, "1280")
+    lowest = {f"{block}.motion_modules.{module}.attention_blocks.{attention}" for block, count in
+              (("down_blocks.3", 2), ("up_blocks.0", 3)) for module in range(count) for attention in range(2)}
+    assert set(wider) == _official_attention_layers() | lowest, "1280: also the 1/64 level (the former default)"
     assert len(select_attention_layers(SD15_V2_MODULES, "640+1280")) == (3 * 2 + 3 * 3) * 2
     assert len(select_attention_layers(SD15_V2_MODULES, "all")) == 21 * 2
     explicit = select_attention_layers(SD15_V2_MODULES, ["mid_block.motion_modules.0", LAYER])

@@ -163,31 +163,47 @@ class CaptureImage(CaptureLatent):
         return {}
 
 
+CANCEL_MOMENTS = ["start", "end", "backward"]
+
+
 class CancelAtModelCall:
-    """MODEL → the same MODEL counting its UNet calls in CAPTURED[key] and pressing Cancel (as the UI's button does)
-    during call ``cancel_at`` (0 = never): an exact step counter that does not depend on progress reports, which
-    ComfyUI ≥ 0.33 throttles."""
+    """MODEL → the same MODEL counting its UNet calls in CAPTURED[key] (calls that returned: CAPTURED[key +
+    "_finished"]) and pressing Cancel (as the UI's button does) during call ``cancel_at`` (0 = never): an exact step
+    counter that does not depend on progress reports, which ComfyUI ≥ 0.33 throttles. ``moment``: Cancel pressed
+    as the call starts, as it returns, or (training) when the backward pass reaches the call's output."""
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",), "cancel_at": ("INT", {"default": 0, "min": 0}),
-                             "key": ("STRING", {"default": "model_calls"})}}
+                             "key": ("STRING", {"default": "model_calls"})},
+                "optional": {"moment": (CANCEL_MOMENTS, {"default": "start"})}}
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "patch"
     CATEGORY = "pix2gif_tests"
 
-    def patch(self, model, cancel_at, key):
+    def patch(self, model, cancel_at, key, moment="start"):
         previous = model.model_options.get("model_function_wrapper")
-        CAPTURED[key] = 0
+        CAPTURED[key] = CAPTURED[f"{key}_finished"] = 0
+
+        def press(*_):
+            comfy.model_management.interrupt_current_processing(True)
 
         def counting(apply_model, args):
             CAPTURED[key] += 1
-            if CAPTURED[key] == cancel_at:
-                comfy.model_management.interrupt_current_processing(True)
+            chosen = CAPTURED[key] == cancel_at
+            if chosen and moment == "start":
+                press()
             if previous is not None:
-                return previous(apply_model, args)
-            return apply_model(args["input"], args["timestep"], **args["c"])
+                output = previous(apply_model, args)
+            else:
+                output = apply_model(args["input"], args["timestep"], **args["c"])
+            CAPTURED[f"{key}_finished"] += 1
+            if chosen and moment == "end":
+                press()
+            if chosen and moment == "backward" and output.requires_grad:
+                output.register_hook(press)
+            return output
 
         patched = model.clone()
         patched.set_model_unet_function_wrapper(counting)
