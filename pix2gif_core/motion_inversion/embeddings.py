@@ -28,24 +28,24 @@ layers, frames, sizes, motion-module version, channel layout as JSON).
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor
 
 from ..animatediff.motion_module import (MotionModule, TemporalAttentionVariant, TemporalSelfAttention,
                                          global_temporal_attention)
+from ..atomic_file import atomic_output
 from ..errors import Pix2GifInputError
 
 FORMAT_TAG = "pix2gif.motion_embeddings/1"
@@ -547,21 +547,8 @@ def save_motion_embeddings(embeddings: MotionEmbeddings, path: str | os.PathLike
         "motion_module_version": embeddings.motion_module_version,
         "channels": json.dumps(embeddings.channel_layout),
     }
-    partial = f"{os.fspath(path)}.partial"
-    try:
-        save_file(tensors, partial, metadata=metadata)
-        os.replace(partial, path)
-    except (OSError, SafetensorError) as err:
-        with contextlib.suppress(OSError):
-            os.remove(partial)
-        raise Pix2GifInputError(f"cannot write motion embeddings to '{os.fspath(path)}' ({_write_failure(err)}); "
-                                "free space or choose another folder. Nothing was written.") from err
-
-
-def _write_failure(err: Exception) -> str:
-    """'the disk is full' for a full disk or quota (the OS error, or safetensors' wrapping of it), else the error."""
-    full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
-    return "the disk is full" if full or "StorageFull" in str(err) or "No space left" in str(err) else str(err)
+    with atomic_output(Path(path)) as handle:
+        handle.write(save(tensors, metadata=metadata))
 
 
 def _non_finite(tensors: Mapping[str, Tensor]) -> str:

@@ -1,7 +1,6 @@
 """Motion Inversion in a real host: apply / combine / save / load embeddings, training, the noise prior, errors."""
 from __future__ import annotations
 
-import errno
 import hashlib
 import math
 import shutil
@@ -12,6 +11,7 @@ import torch
 from pix2gif_core.motion_inversion.embeddings import LayerEmbedding, MotionEmbeddings, save_motion_embeddings
 
 import workflow
+from full_disk import NO_SPACE, fill_disk
 from graphs import txt2vid
 from progress import assert_complete_bars, progress_bars, recorded_progress
 
@@ -410,15 +410,8 @@ def test_training_runs_in_the_executor_with_intermediate_saves(host, pack, motio
 
 @pytest.fixture
 def full_disk(pack, monkeypatch):
-    """The embedding writer writes a few bytes, then fails as on a full disk."""
-    embeddings = sys.modules[f"{pack.__name__}.pix2gif_core.motion_inversion.embeddings"]
-
-    def writer(tensors, filename, metadata=None):
-        with open(filename, "wb") as file:
-            file.write(b"\x00" * 64)
-        raise OSError(errno.ENOSPC, "No space left on device", filename)
-
-    monkeypatch.setattr(embeddings, "save_file", writer)
+    """Every file the pack writes from now on fails as on a full disk."""
+    fill_disk(pack, monkeypatch)
     return monkeypatch
 
 
@@ -429,7 +422,7 @@ def test_a_full_disk_while_saving_gives_one_clear_message(host, motion_files, em
                        "inputs": {"motion_embeddings": ["load", 0], "filename_prefix": "full/disk"}}}
     message = failure(host, prompt)
     assert message.startswith("[Save Motion Embeddings]") and "disk_00001.safetensors" in message, message
-    assert "the disk is full" in message and "free space or choose another folder" in message, message
+    assert NO_SPACE in message, message
     assert list((embeddings_dir / "full").iterdir()) == [], "no partial file is left"
     full_disk.undo()
     result = host.run(prompt)
@@ -442,7 +435,7 @@ def test_a_full_disk_during_training_saves_gives_one_clear_message(host, motion_
     install_workflow_assets()
     message = failure(host, training_prompt(motion_files[MOTION_FILE], steps=2, save_every=1, prefix="full_train/run"))
     assert message.startswith("[Train Motion Embeddings]") and "run_step1.safetensors" in message, message
-    assert "free space or choose another folder" in message, message
+    assert NO_SPACE in message, message
     assert list((embeddings_dir / "full_train").iterdir()) == []
 
 
