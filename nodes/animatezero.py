@@ -1,15 +1,19 @@
 """Nodes: AnimateZero (methods.md §3) – a first frame and its trajectory, and the patch that animates it.
 
 - *AnimateZero First Frame* samples the image with the plain SD1.5 MODEL and records, for every model
-  evaluation, the latent the model saw and the CFG-combined x0 it returned (a post-CFG hook of a clone);
+  evaluation, the latent the model saw and the CFG-combined x0 it returned (a post-CFG hook of a clone), and
+  the keys/values of every spatial self-attention per CFG branch (``attn1_replace`` patches that record and
+  attend exactly as the host would);
 - *AnimateZero Invert Image* makes that trajectory for a real image by DDIM inversion, running
   :func:`~pix2gif_core.diffusion.ddim_inversion.ddim_invert` as a sampler through ``comfy.sample.sample_custom`` (so the
-  denoiser is ComfyUI's own model call with CFG);
+  denoiser is ComfyUI's own model call with CFG), recording the keys/values of each evaluated latent alike;
 - *AnimateZero* patches a motion-patched MODEL: a UNet function wrapper (chained in front of the motion
   model's) replaces frame 1 of every video in each UNet input by the recorded latent and frame 1 of the output
-  by the recorded x0, a post-CFG hook pins frame 1 of the combined prediction and closes the evaluation;
-  ``attn1_replace`` patches share frame 1's keys/values in spatial self-attention; the chosen motion modules get
-  positional-corrected window attention through :func:`set_temporal_variants`.
+  by the recorded x0 and hands the evaluation's recorded keys/values to the attention patches, a post-CFG hook
+  pins frame 1 of the combined prediction and closes the evaluation; ``attn1_replace`` patches make every frame
+  attend to frame 1's keys/values (the image pass's, or the video's own frame 1); the chosen motion modules get
+  positional-corrected window attention through :func:`set_temporal_variants`. All attention runs through the
+  host's ``optimized_attention`` (:func:`~.attention_backend.host_attention`).
 
 Both trajectory nodes sample on the noise schedule of their ``beta_schedule`` option, which must be the one
 Apply Motion Model gives the video MODEL: the video pass finds frame 1's latents by noise level σ.
@@ -25,8 +29,9 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 import torch
-from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
+import comfy.ldm.modules.attention as comfy_attention
 
+from ..pix2gif_core.animatezero.first_frame_features import FeatureRecorder, LayerKey, first_frame_anchors
 from ..pix2gif_core.animatezero.first_frame_pinning import (FirstFrameTrajectory, TrajectoryRecorder,
                                                             TrajectoryReplay, check_latent_size, inverted_trajectory,
                                                             pin_first_frames)
@@ -36,6 +41,7 @@ from ..pix2gif_core.diffusion.ddim_inversion import ddim_invert
 from ..pix2gif_core.errors import Pix2GifInputError
 from .animatediff import BETA_SCHEDULES
 from .animatediff_injection import MOTION_MODEL_KEY, injected_motion_modules, schedule_patch, set_temporal_variants
+from .attention_backend import host_attention
 from .conventions import LATENT_CHANNELS, category, display_name, input_error, node_id, reported_as
 from .sampling_session import model_sampling, noise_range, run_in_sampling, sampler_sigmas
 
@@ -43,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 TRAJECTORY_TYPE = "PIX2GIF_TRAJECTORY"
 KV_MODES = (*SHARING_MODES, "off")
+#: where frame 1's keys/values come from: the pass that made the first frame (paper), or the video's own frame 1
+KV_SOURCES = ("image pass", "video pass")
+#: transformer_options key under which the video wrapper hands the evaluation's recorded keys/values to attn1
+FEATURES_OPTION = "pix2gif_first_frame_features"
 #: block range choice → parts of the UNet ("down" = input blocks / encoder, "mid", "up" = output blocks / decoder)
 BLOCK_RANGES = {"all": ("down", "mid", "up"), "down": ("down",), "mid": ("mid",), "up": ("up",),
                 "down+mid": ("down", "mid"), "mid+up": ("mid", "up"), "down+up": ("down", "up")}
@@ -122,11 +132,12 @@ class AnimateZeroFirstFrame:
             logger.warning("[%s] sampler '%s' adds fresh noise at every step: the video pass cannot retrace frame "
                            "1's latents, so frame 1 ends on this image within float rounding, not bit-exactly",
                            self.TITLE, sampler_name)
-        recorder = TrajectoryRecorder()
+        recorder, features = TrajectoryRecorder(), FeatureRecorder(_to_intermediate_device)
+        _record_spatial_kv(image_model, features)
 
         def record(args):
             stored = _to_intermediate_device
-            recorder.record(args["sigma"], stored(args["input"]), stored(args["denoised"]))
+            recorder.record(args["sigma"], stored(args["input"]), stored(args["denoised"]), features.take())
             return args["denoised"]
 
         image_model.set_model_sampler_post_cfg_function(record)
@@ -208,19 +219,33 @@ class AnimateZeroInvert:
             image_model = _image_model(model, beta_schedule)
         sigmas = sampler_sigmas(image_model, steps, sampler_name, scheduler, denoise)
         progress = comfy.utils.ProgressBar(len(sigmas) - 1)
+        recorder = FeatureRecorder(_to_intermediate_device)
+        _record_spatial_kv(image_model, recorder)
 
         def invert(denoise, x0):
-            """``x0`` is the processed image latent; the trajectory from it up to the highest level."""
-            with torch.no_grad(), reported_as(self.TITLE):
-                return ddim_invert(x0, sigmas, denoise,
-                                   progress=lambda done, total: progress.update_absolute(done, total),
-                                   check_cancel=comfy.model_management.throw_exception_if_processing_interrupted)
+            """``x0`` is the processed image latent; the trajectory from it up to the highest level and the
+            keys/values of each evaluation. ddim_invert's call c (c ≥ 1) evaluates the model on latent
+            ``states[steps − c]`` at that level; call 0 sees the clean latent; the top level needs one more call."""
+            calls = []
 
-        inverted = run_in_sampling(image_model, positive, image, sigmas, invert, negative=negative, cfg=cfg)
+            def recording(x, sigma):
+                denoised = denoise(x, sigma)
+                calls.append(recorder.take())
+                return denoised
+
+            with torch.no_grad(), reported_as(self.TITLE):
+                states = ddim_invert(x0, sigmas, recording,
+                                     progress=lambda done, total: progress.update_absolute(done, total),
+                                     check_cancel=comfy.model_management.throw_exception_if_processing_interrupted)
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                denoise(states[0], sigmas[:1].to(states[0]).expand(states[0].shape[0]))
+            return states, [recorder.take(), *reversed(calls[1:])]
+
+        inverted, features = run_in_sampling(image_model, positive, image, sigmas, invert, negative=negative, cfg=cfg)
         states = [_to_intermediate_device(state) for state in inverted]
         trajectory = inverted_trajectory(states[-1], sigmas, states,
                                          settings=_settings(steps, sampler_name, scheduler, denoise),
-                                         noise_range=noise_range(image_model))
+                                         noise_range=noise_range(image_model), features=features)
         return (trajectory,)
 
 
@@ -231,21 +256,54 @@ def _spatial_attention_positions(model, parts: tuple[str, ...]) -> list[tuple[st
               "output": list(enumerate(unet.output_blocks))}
     return [(UNET_BLOCKS[part], index, depth)
             for part in parts for index, block in blocks[UNET_BLOCKS[part]]
-            for layer in block.children() if isinstance(layer, SpatialTransformer)
+            for layer in block.children() if isinstance(layer, comfy_attention.SpatialTransformer)
             for depth in range(len(layer.transformer_blocks))]
 
 
-def _shared_kv_patch(mode: str, sigma_start: float, sigma_end: float):
-    """``attn1_replace`` patch: keys/values from frame 1 while ``sigma_end ≤ σ ≤ sigma_start``, else plain."""
+def _layer(extra_options: dict) -> LayerKey:
+    """The ``attn1`` position of the calling layer, as ComfyUI names it: (block kind, block index, depth)."""
+    kind, index = extra_options["block"][:2]
+    return (kind, index, extra_options.get("block_index", 0))
+
+
+def _host_attention(extra_options: dict, q, k, v):
+    """The spatial self-attention the host computes itself (same function, looked up per call, heads and
+    precision)."""
+    precision = {"attn_precision": extra_options["attn_precision"]} if "attn_precision" in extra_options else {}
+    return comfy_attention.optimized_attention(q, k, v, extra_options["n_heads"], **precision)
+
+
+def _record_spatial_kv(model, recorder: FeatureRecorder) -> None:
+    """``attn1_replace`` patches on every spatial self-attention of ``model`` that record the keys/values per CFG
+    branch and attend exactly as the host does (the image pass's result is unchanged)."""
 
     def attention(q, k, v, extra_options):
-        heads = extra_options["n_heads"]
+        recorder.record(extra_options["cond_or_uncond"], _layer(extra_options), k, v)
+        return _host_attention(extra_options, q, k, v)
+
+    for kind, index, depth in _spatial_attention_positions(model, ("down", "mid", "up")):
+        model.set_model_attn1_replace(attention, kind, index, depth)
+
+
+def _shared_kv_patch(mode: str, source: str, sigma_start: float, sigma_end: float):
+    """``attn1_replace`` patch: every frame attends to frame 1's keys/values (recorded ones for ``source`` "image
+    pass", where the evaluation has them) while ``sigma_end ≤ σ ≤ sigma_start``, else the host's attention."""
+    kernels = {}
+
+    def attention(q, k, v, extra_options):
         sigmas = extra_options.get("sigmas")
-        if sigmas is None or sigma_end <= float(sigmas.max()) <= sigma_start:
-            videos = max(len(extra_options.get("cond_or_uncond", ())), 1)
-            return shared_kv_attention(q, k, v, heads, q.shape[0] // videos, mode)
-        precision = {"attn_precision": extra_options["attn_precision"]} if "attn_precision" in extra_options else {}
-        return optimized_attention(q, k, v, heads, **precision)
+        if sigmas is not None and not sigma_end <= float(sigmas.max()) <= sigma_start:
+            return _host_attention(extra_options, q, k, v)
+        precision = extra_options.get("attn_precision")
+        kernel = kernels.get(precision) or kernels.setdefault(precision, host_attention(precision))
+        branches = extra_options.get("cond_or_uncond") or [0]
+        frames = q.shape[0] // len(branches)
+        anchors = None
+        if source == "image pass":
+            anchor_k, anchor_v, _ = first_frame_anchors(k, v, frames, branches, _layer(extra_options),
+                                                        extra_options.get(FEATURES_OPTION, {}))
+            anchors = (anchor_k, anchor_v)
+        return shared_kv_attention(q, k, v, extra_options["n_heads"], frames, mode, kernel=kernel, anchors=anchors)
 
     return attention
 
@@ -258,7 +316,7 @@ def _window_variants(model, window_length: int, window_blocks: str) -> dict:
         raise Pix2GifInputError(
             f"window_blocks '{window_blocks}' selects no motion module of this motion model (v1 and v3 have no "
             "mid-block module); choose blocks that include 'down' or 'up'")
-    return dict.fromkeys(names, PositionCorrectedWindowAttention(window_length or None))
+    return dict.fromkeys(names, PositionCorrectedWindowAttention(window_length or None, kernel=host_attention()))
 
 
 def _check_noise_levels(trajectory: FirstFrameTrajectory, model) -> None:
@@ -320,7 +378,9 @@ def _animatezero_wrapper(replay: TrajectoryReplay | None, window_length: int, pr
             _check_frames(frames, window_length)
             evaluation = None if replay is None else _pinned_call(replay, args, frames)
         if evaluation is not None:
-            args = {**args, "input": pin_first_frames(x, frames, evaluation.state)}
+            options = {**args["c"].get("transformer_options", {}), FEATURES_OPTION: evaluation.features}
+            args = {**args, "input": pin_first_frames(x, frames, evaluation.state),
+                    "c": {**args["c"], "transformer_options": options}}
         out = previous(apply_model, args) if previous is not None else apply_model(args["input"], args["timestep"],
                                                                                    **args["c"])
         return out if evaluation is None else pin_first_frames(out, frames, evaluation.denoised)
@@ -345,9 +405,11 @@ class AnimateZero:
         "Zero-shot image animation (AnimateZero) on a motion-patched MODEL. Pin first frame: frame 1 follows the "
         "trajectory of the image (from AnimateZero First Frame or Invert Image) at every step, so the first "
         "frame of the GIF is the image. K/V sharing: in spatial self-attention every frame takes keys and values "
-        "from frame 1 (replace) or from itself and frame 1 (concat), for the chosen blocks and steps. Window "
-        "attention: in the chosen motion modules frame i attends causally to a window of frames ending at i, "
-        "padded with copies of frame 1, with corrected position encodings. Sample with the GIF Sampler or "
+        "from frame 1 (replace) or from itself and frame 1 (concat), for the chosen blocks and steps; kv_source "
+        "'image pass' (default, as the paper) takes the keys and values the image's own pass computed, recorded "
+        "with the trajectory, 'video pass' those of the video's frame 1. Window attention: in the chosen motion "
+        "modules frame i attends causally to frame 1 and the frames up to i (window_length frames, padded with "
+        "copies of frame 1 while fewer), with corrected position encodings. Sample with the GIF Sampler or "
         "KSampler using the trajectory's steps, scheduler and denoise. Pinning is exact with deterministic "
         "samplers (euler, ddim, dpmpp_2m, heun, …) and within float rounding with ancestral/SDE ones (a warning "
         "says so). Overrides other nodes' spatial self-attention replacements. All off = plain AnimateDiff.")
@@ -383,6 +445,10 @@ class AnimateZero:
                 "window_blocks": (list(BLOCK_RANGES), {"default": "down",
                                                        "tooltip": "Motion modules with window attention; the "
                                                                   "others keep global attention (paper: down)"}),
+                "kv_source": (list(KV_SOURCES), {"default": "image pass",
+                                                 "tooltip": "Whose frame-1 keys/values K/V sharing reads: the "
+                                                            "image pass's, recorded with the trajectory (paper; "
+                                                            "needs pin_first_frame), or the video's own frame 1"}),
             },
             "optional": {
                 "trajectory": (TRAJECTORY_TYPE, {"tooltip": "From AnimateZero First Frame or Invert Image"}),
@@ -394,13 +460,20 @@ class AnimateZero:
     CATEGORY = category("AnimateZero")
 
     def patch(self, model, pin_first_frame, kv_sharing, kv_blocks, kv_start_percent, kv_end_percent,
-              window_attention, window_length, window_blocks, trajectory=None):
+              window_attention, window_length, window_blocks, kv_source="image pass", trajectory=None):
         with reported_as(self.TITLE):
             patched = set_temporal_variants(model, {})  # refuses a MODEL without motion model
             if window_attention:
                 patched = set_temporal_variants(patched, _window_variants(patched, window_length, window_blocks))
+            if kv_source not in KV_SOURCES:
+                raise Pix2GifInputError(f"kv_source '{kv_source}' is unknown; choose one of {', '.join(KV_SOURCES)}")
             if kv_sharing != "off":
-                self._share_kv(patched, kv_sharing, kv_blocks, kv_start_percent, kv_end_percent)
+                if kv_source == "image pass" and not pin_first_frame:
+                    raise Pix2GifInputError(
+                        "kv_source 'image pass' reads the keys/values recorded with the trajectory at each step, "
+                        "which needs pin_first_frame: turn pin_first_frame on (with a trajectory), or set kv_source "
+                        "to 'video pass'")
+                self._share_kv(patched, kv_sharing, kv_source, kv_blocks, kv_start_percent, kv_end_percent)
             replay = None
             if pin_first_frame:
                 if trajectory is None:
@@ -416,12 +489,13 @@ class AnimateZero:
         return (patched,)
 
     @staticmethod
-    def _share_kv(model, mode: str, blocks: str, start_percent: float, end_percent: float) -> None:
+    def _share_kv(model, mode: str, source: str, blocks: str, start_percent: float, end_percent: float) -> None:
         if start_percent > end_percent:
             raise Pix2GifInputError(f"kv_start_percent {start_percent:g} is after kv_end_percent {end_percent:g}; "
                                     "start must not be later than end")
         sampling = model_sampling(model)
-        patch = _shared_kv_patch(mode, sampling.percent_to_sigma(start_percent), sampling.percent_to_sigma(end_percent))
+        patch = _shared_kv_patch(mode, source, sampling.percent_to_sigma(start_percent),
+                                 sampling.percent_to_sigma(end_percent))
         for kind, index, depth in _spatial_attention_positions(model, BLOCK_RANGES[blocks]):
             model.set_model_attn1_replace(patch, kind, index, depth)
 

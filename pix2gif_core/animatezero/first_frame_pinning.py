@@ -1,7 +1,8 @@
 """AnimateZero first-frame pinning ("latent insertion", methods.md §3.2, §3.4) in ComfyUI's σ parametrisation.
 
 A :class:`FirstFrameTrajectory` holds every model evaluation of the pass that made the first frame: the noise
-level σ, the latent the model saw there (``state``) and the x0 estimate it returned (``denoised``), in the
+level σ, the latent the model saw there (``state``), the x0 estimate it returned (``denoised``) and frame 1's
+spatial self-attention keys/values of that evaluation (``features``, :mod:`.first_frame_features`), in the
 order the sampler evaluated the model. Two origins:
 
 - ``"generated"``: recorded while a text-to-image pass sampled the image (:class:`TrajectoryRecorder`);
@@ -20,12 +21,14 @@ within float rounding).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
 from ..diffusion.ddim_inversion import check_trajectory_sigmas
 from ..errors import Pix2GifInputError
+from .first_frame_features import FirstFrameFeatures, feature_bytes
 
 ORIGINS = ("generated", "inverted")
 SIGMA_RTOL = 1e-4
@@ -35,11 +38,13 @@ DEPARTURE_RTOL = 1e-4
 
 @dataclass(frozen=True)
 class PinnedEvaluation:
-    """One model evaluation of the first frame: noise level, latent seen ``(1, C, h, w)``, x0 returned."""
+    """One model evaluation of the first frame: noise level, latent seen ``(1, C, h, w)``, x0 returned, and the
+    keys/values its spatial self-attention computed (empty when they were not recorded)."""
 
     sigma: float
     state: Tensor
     denoised: Tensor
+    features: FirstFrameFeatures = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,16 @@ class FirstFrameTrajectory:
         return len(self.sigmas) - 1
 
     @property
+    def has_features(self) -> bool:
+        """True when every evaluation carries recorded keys/values."""
+        return all(evaluation.features for evaluation in self.evaluations)
+
+    @property
+    def feature_bytes(self) -> int:
+        """Bytes of recorded keys/values over all evaluations."""
+        return sum(feature_bytes(evaluation.features) for evaluation in self.evaluations)
+
+    @property
     def latent_shape(self) -> tuple[int, int, int]:
         """``(C, h, w)`` of the first-frame latent."""
         return tuple(self.evaluations[0].state.shape[1:])
@@ -87,17 +102,24 @@ class FirstFrameTrajectory:
 
 
 def inverted_trajectory(x0: Tensor, sigmas: Tensor, states: list[Tensor], *, settings: str,
-                        noise_range: tuple[float, float]) -> FirstFrameTrajectory:
+                        noise_range: tuple[float, float],
+                        features: Sequence[FirstFrameFeatures] | None = None) -> FirstFrameTrajectory:
     """Trajectory of a real image from :func:`~pix2gif_core.ddim_inversion.ddim_invert`'s output.
 
     ``x0`` ``(1, C, h, w)``: the clean latent; ``sigmas``: the levels inverted over (descending, final 0
-    included); ``states[i]``: the latent at ``sigmas[i]``. The model is evaluated at every level but the last;
+    included); ``states[i]``: the latent at ``sigmas[i]``; ``features[i]``: frame 1's keys/values of the model
+    evaluated on ``states[i]`` at ``sigmas[i]`` (optional). The model is evaluated at every level but the last;
     each returns ``x0``, so any sampler's frame 1 follows ``x0 + σ·(its noise direction)`` down to ``x0``.
     """
     levels = sigmas.double().flatten().tolist()
     if len(states) != len(levels):
         raise ValueError(f"{len(states)} inverted latents for {len(levels)} noise levels")
-    evaluations = tuple(PinnedEvaluation(level, state, x0) for level, state in zip(levels[:-1], states[:-1]))
+    if features is None:
+        features = [{}] * (len(levels) - 1)
+    if len(features) != len(levels) - 1:
+        raise ValueError(f"{len(features)} recorded feature sets for {len(levels) - 1} evaluations")
+    evaluations = tuple(PinnedEvaluation(level, state, x0, recorded)
+                        for level, state, recorded in zip(levels[:-1], states[:-1], features))
     return FirstFrameTrajectory(tuple(levels), evaluations, "inverted", settings, noise_range)
 
 
@@ -107,14 +129,16 @@ class TrajectoryRecorder:
     def __init__(self) -> None:
         self._evaluations: list[PinnedEvaluation] = []
 
-    def record(self, sigma: Tensor, state: Tensor, denoised: Tensor) -> None:
+    def record(self, sigma: Tensor, state: Tensor, denoised: Tensor,
+               features: FirstFrameFeatures | None = None) -> None:
         """One model evaluation: ``sigma`` ``(1,)``, ``state`` the latent ``(1, C, h, w)`` the model saw,
-        ``denoised`` the (CFG-combined) x0 estimate ``(1, C, h, w)``; both are copied."""
+        ``denoised`` the (CFG-combined) x0 estimate ``(1, C, h, w)`` (both copied), ``features`` frame 1's
+        recorded keys/values of this evaluation."""
         if state.shape[0] != 1:
             raise Pix2GifInputError(
                 f"the first-frame pass must sample one latent, not a batch of {state.shape[0]}.")
         self._evaluations.append(PinnedEvaluation(float(sigma.flatten()[0]), state.detach().clone(),
-                                                  denoised.detach().clone()))
+                                                  denoised.detach().clone(), dict(features or {})))
 
     def trajectory(self, sigmas: Tensor, *, settings: str, noise_range: tuple[float, float]) -> FirstFrameTrajectory:
         """The recorded evaluations made on the schedule ``sigmas`` (descending, final level included)."""

@@ -8,6 +8,10 @@ anchor; chunks never mix. ``attn1_patch(n, context, value, extra_options)`` sees
 projections and returns the attention before ``to_out`` – use :func:`shared_kv_attention`. Both give the same
 result because the projections act on each token alone.
 
+The anchor keys/values may also come from elsewhere (``anchors``): AnimateZero's default takes those the image
+pass computed for the first frame (:mod:`.first_frame_features`). Attention runs through an
+:data:`~pix2gif_core.attention.AttentionKernel` (default SDPA; the nodes pass the host's).
+
 Modes (the paper does not say which, methods.md §3.2, §9 item 2): ``"replace"`` – keys/values are the anchor's
 tokens only; ``"concat"`` – each frame's own tokens followed by the anchor's (2T keys; for the anchor itself this
 equals plain self-attention).
@@ -16,9 +20,9 @@ equals plain self-attention).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ..attention import AttentionKernel, sdpa_attention
 from ..errors import Pix2GifInputError
 
 SHARING_MODES = ("replace", "concat")
@@ -67,22 +71,25 @@ def first_frame_kv(k: Tensor, v: Tensor, video_length: int, mode: str) -> tuple[
     return share(k), share(v)
 
 
-def _multi_head_attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
-    """SDPA of ``q (B, Lq, C)`` over ``k, v (B, Lk, C)`` with ``heads`` heads → ``(B, Lq, C)``."""
+def _multi_head_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, kernel: AttentionKernel) -> Tensor:
+    """``kernel`` attention of ``q (B, Lq, C)`` over ``k, v (B, Lk, C)`` with ``heads`` heads → ``(B, Lq, C)``."""
     batch, queries, channels = q.shape
 
     def split(tokens: Tensor) -> Tensor:
         return tokens.reshape(tokens.shape[0], tokens.shape[1], heads, channels // heads).transpose(1, 2)
 
-    attended = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    attended = kernel(split(q), split(k), split(v))
     return attended.transpose(1, 2).reshape(batch, queries, channels)
 
 
-def shared_kv_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, video_length: int, mode: str) -> Tensor:
-    """Spatial self-attention with keys/values from each chunk's frame 0 → ``(B·F, T, C)`` (before ``to_out``).
+def shared_kv_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, video_length: int, mode: str, *,
+                        kernel: AttentionKernel = sdpa_attention,
+                        anchors: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Spatial self-attention with keys/values from each chunk's anchor → ``(B·F, T, C)`` (before ``to_out``).
 
     ``q``, ``k``, ``v``: projected ``(B·F, T, C)`` as ``attn1_replace`` receives them; ``heads``:
-    ``extra_options["n_heads"]``; softmax scale ``1/√(C/heads)``.
+    ``extra_options["n_heads"]``; softmax scale ``1/√(C/heads)``. ``anchors``: keys and values
+    ``(chunks, T', C)`` of each chunk's first frame; None = frame 0 of each chunk of ``k``, ``v``.
     """
     _check_mode(mode)
     chunks = _chunk_count(q, video_length, "queries")
@@ -91,10 +98,23 @@ def shared_kv_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, video_lengt
             f"queries {tuple(q.shape)} and keys {tuple(k.shape)} must share batch and channels, and channels must "
             f"split into {heads} heads."
         )
-    if mode == "concat":
-        return _multi_head_attention(q, *first_frame_kv(k, v, video_length, mode), heads)
-    # Every frame of a chunk attends to the same anchor tokens: fold the frames into the query length.
     _, tokens, channels = q.shape
-    anchor_k, anchor_v = (t.reshape(chunks, video_length, t.shape[1], channels)[:, 0] for t in (k, v))
-    attended = _multi_head_attention(q.reshape(chunks, video_length * tokens, channels), anchor_k, anchor_v, heads)
+    if anchors is None:
+        anchor_k, anchor_v = (t.reshape(chunks, video_length, t.shape[1], channels)[:, 0] for t in (k, v))
+    else:
+        anchor_k, anchor_v = anchors
+        if anchor_k.shape[0] != chunks or anchor_k.shape[2] != channels or anchor_v.shape != anchor_k.shape:
+            raise Pix2GifInputError(
+                f"first-frame keys {tuple(anchor_k.shape)} and values {tuple(anchor_v.shape)} must hold one "
+                f"(tokens, {channels}) anchor for each of the {chunks} videos.")
+    if mode == "concat":
+        def own_then_anchor(own: Tensor, anchor: Tensor) -> Tensor:
+            frames = own.reshape(chunks, video_length, own.shape[1], channels)
+            shared = anchor[:, None].expand(-1, video_length, -1, -1)
+            return torch.cat([frames, shared], dim=2).reshape(chunks * video_length, -1, channels)
+
+        return _multi_head_attention(q, own_then_anchor(k, anchor_k), own_then_anchor(v, anchor_v), heads, kernel)
+    # Every frame of a chunk attends to the same anchor tokens: fold the frames into the query length.
+    attended = _multi_head_attention(q.reshape(chunks, video_length * tokens, channels), anchor_k, anchor_v, heads,
+                                     kernel)
     return attended.reshape(chunks * video_length, tokens, channels)

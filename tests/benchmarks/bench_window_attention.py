@@ -50,9 +50,12 @@ Case = tuple[str, str, Callable[[], Tensor], Callable[[], Tensor], int]
 def naive_window_core(
     attn: TemporalSelfAttention, q: Tensor, k: Tensor, v: Tensor, k_pos: Tensor, v_pos: Tensor
 ) -> Tensor:
-    """Window attention with the window's keys/values gathered per query frame: (N, F, W, C) each."""
+    """Window attention with the window's keys/values gathered per query frame: (N, F, W, C) each; slot 0 holds
+    frame 0, slots j ≥ 1 frame max(0, i − W + 1 + j)."""
     frames, window = q.shape[1], k_pos.shape[0]
-    sources = (torch.arange(frames)[:, None] - window + 1 + torch.arange(window)[None]).clamp(min=0).to(q.device)
+    sources = (torch.arange(frames)[:, None] - window + 1 + torch.arange(window)[None]).clamp(min=0)
+    sources[:, 0] = 0
+    sources = sources.to(q.device)
     keys = rearrange(k[:, sources] + k_pos, "n f w (h d) -> n f h w d", h=attn.heads)
     values = rearrange(v[:, sources] + v_pos, "n f w (h d) -> n f h w d", h=attn.heads)
     queries = rearrange(q, "n f (h d) -> n f h d", h=attn.heads)

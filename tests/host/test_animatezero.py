@@ -83,7 +83,7 @@ def animatezero_prompt(motion_file: str, *, first: str = "generated", sampler: s
                              "inputs": {"model": ["apply_mm", 0], "trajectory": trajectory, "pin_first_frame": True,
                                         "kv_sharing": "replace", "kv_blocks": "all", "kv_start_percent": 0.0,
                                         "kv_end_percent": 1.0, "window_attention": True, "window_length": 0,
-                                        "window_blocks": "down", **(options or {})}}
+                                        "window_blocks": "down", "kv_source": "image pass", **(options or {})}}
     prompt.update(video_nodes(["animatezero", 0], sampler=video_sampler or sampler, steps=video_steps or steps,
                               frames=frames, ksampler=ksampler))
     prompt["capture_first"] = {"class_type": "Pix2GifTest_CaptureLatent",
@@ -194,9 +194,10 @@ def test_all_options_off_is_plain_animatediff(host, test_nodes, motion_file):
     plain.update(video_nodes(["apply_mm", 0], **short))
     reference = run(host, test_nodes, plain, executor)["video"]
     assert torch.equal(video(ALL_OFF), reference)
-    outside_steps = {**ALL_OFF, "kv_sharing": "replace", "kv_start_percent": 0.0, "kv_end_percent": 0.0}
+    own = {"kv_source": "video pass"}
+    outside_steps = {**ALL_OFF, **own, "kv_sharing": "replace", "kv_start_percent": 0.0, "kv_end_percent": 0.0}
     assert torch.equal(video(outside_steps), reference), "outside its step range K/V sharing is the host's attention"
-    for option in ({"pin_first_frame": True}, {"kv_sharing": "replace"}, {"kv_sharing": "concat"},
+    for option in ({"pin_first_frame": True}, {"kv_sharing": "replace", **own}, {"kv_sharing": "concat", **own},
                    {"window_attention": True}):
         assert not torch.allclose(video({**ALL_OFF, **option}), reference, atol=1e-4), f"{option} changes the video"
 
@@ -210,7 +211,7 @@ def patched_model(motion_files, test_nodes, version: str = "v3", base=None, **op
                                                                                  "per-frame")[0]
     settings = {"pin_first_frame": False, "kv_sharing": "replace", "kv_blocks": "all", "kv_start_percent": 0.0,
                 "kv_end_percent": 1.0, "window_attention": True, "window_length": 0, "window_blocks": "down",
-                **options}
+                "kv_source": "video pass", **options}
     return nodes.NODE_CLASS_MAPPINGS["Pix2Gif_AnimateZero"]().patch(video_model, **settings)[0]
 
 
@@ -307,6 +308,8 @@ def test_progress_of_both_trajectory_nodes(host, test_nodes, motion_file, input_
                  ["AnimateZero Invert Image", "motion model"], id="motion model into invert"),
     pytest.param({}, {"animatezero": {"window_blocks": "mid"}}, ["AnimateZero", "window_blocks 'mid'"],
                  id="no window blocks"),
+    pytest.param({}, {"animatezero": {"pin_first_frame": False}},
+                 ["AnimateZero", "kv_source 'image pass'", "pin_first_frame", "'video pass'"], id="kv source unpinned"),
 ])
 def test_bad_input_is_refused_by_node_and_input(host, motion_file, input_image, cached_executor, prompt_options,
                                                 overrides, expected):
@@ -319,3 +322,65 @@ def test_bad_input_is_refused_by_node_and_input(host, motion_file, input_image, 
                 prompt[node]["inputs"][name] = value
     message = failure(host, prompt, cached_executor)
     assert all(part in message for part in expected), message
+
+
+def spied_attention_calls(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Every call of the host's ``optimized_attention`` from now on, as (q, k, v) in the ``(B, L, heads·d)``
+    layout whatever layout the caller used (``skip_reshape`` = heads split, ComfyUI ≥ 0.3)."""
+    from comfy.ldm.modules import attention as host
+
+    calls, chosen = [], host.optimized_attention
+
+    def spy(q, k, v, heads, *args, **kwargs):
+        def merged(t):
+            return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1) if kwargs.get("skip_reshape") else t
+
+        calls.append(tuple(merged(t).detach().clone() for t in (q, k, v)))
+        return chosen(q, k, v, heads, *args, **kwargs)
+
+    monkeypatch.setattr(host, "optimized_attention", spy)
+    return calls
+
+
+def attention_calls(calls):
+    """Split spied calls into the image pass's spatial self-attention (queries as long as keys, one image per
+    branch), the video pass's K/V sharing (every frame's queries against one set of keys/values per video) and
+    the window attention (sequences of FRAMES frames)."""
+    image = [(k, v) for q, k, v in calls if q.shape[0] <= 2 and q.shape[1] == k.shape[1] != FRAMES]
+    shared = [(k, v) for q, k, v in calls if q.shape[1] == FRAMES * k.shape[1]]
+    windows = [q for q, k, v in calls if q.shape[1] == FRAMES == k.shape[1]]
+    return image, shared, windows
+
+
+@pytest.mark.parametrize("first", ["generated", IMAGE_NAME])
+def test_injected_kv_are_those_the_image_pass_computed_bit_for_bit(host, test_nodes, motion_file, input_image,
+                                                                   monkeypatch, first):
+    """Captured where the host's attention receives them: layer by layer and step by step every video's
+    keys/values are those the image pass computed for the branch the image pass evaluated, bit for bit (the
+    inversion at cfg 1 evaluates only the positive prompt, so the negative video keeps its own frame 1). With
+    kv_source 'video pass' they differ. The window attention goes through the host's attention as well."""
+    calls = spied_attention_calls(monkeypatch)
+    run(host, test_nodes, animatezero_prompt(motion_file, first=first, options={"window_length": 3}))
+    image, shared, windows = attention_calls(calls)
+    layers = len(shared) // STEPS
+    assert layers > 0 and len(shared) == STEPS * layers and windows, "K/V sharing and windows use the host's attention"
+    blocks = [image[start:start + layers] for start in range(0, len(image), layers)]
+    if first == "generated":
+        assert len(blocks) == STEPS and all(k.shape[0] == 2 for k, _ in image), "one evaluation per step, CFG batch"
+    else:  # inversion: the clean latent (not replayed), steps 2 and 1 on the way up, then the top level
+        assert len(blocks) == STEPS + 1
+        blocks = [blocks[STEPS]] + blocks[1:STEPS][::-1]
+    for step, (recorded_block, shared_block) in enumerate(zip(blocks, (shared[i * layers:(i + 1) * layers] for i in range(STEPS)))):
+        for layer, ((image_k, image_v), (video_k, video_v)) in enumerate(zip(recorded_block, shared_block)):
+            assert video_k.shape[0] == 2
+            for row in range(image_k.shape[0]):
+                assert any(torch.equal(video_k[c], image_k[row]) and torch.equal(video_v[c], image_v[row])
+                           for c in range(2)), f"step {step}, layer {layer}: injected K/V differ from the image's"
+    if first == "generated":
+        assert all(torch.equal(vk, ik) and torch.equal(vv, iv) for (ik, iv), (vk, vv) in
+                   zip(image, shared)), "both branches injected, in the host's branch order"
+    calls.clear()
+    run(host, test_nodes, animatezero_prompt(motion_file, first=first, options={"kv_source": "video pass"}))
+    own = attention_calls(calls)[1]
+    assert len(own) == len(shared)
+    assert not all(torch.equal(vk, ok) for (vk, _), (ok, _) in zip(shared, own)), "the source changes the K/V"

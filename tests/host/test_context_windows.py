@@ -65,7 +65,8 @@ def test_animatezero_refuses_context_windows(context_windows, host, motion_files
     prompt["animatezero"] = {"class_type": "Pix2Gif_AnimateZero",
                              "inputs": {"model": ["apply_mm", 0], "pin_first_frame": False, "kv_sharing": "replace",
                                         "kv_blocks": "all", "kv_start_percent": 0.0, "kv_end_percent": 1.0,
-                                        "window_attention": True, "window_length": 0, "window_blocks": "down"}}
+                                        "window_attention": True, "window_length": 0, "window_blocks": "down",
+                                        "kv_source": "video pass"}}
     message = error_of(host, windowed(prompt, after="animatezero"))
     assert "AnimateZero" in message and "context windows" in message and "first frame" in message
 

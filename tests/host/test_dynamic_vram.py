@@ -164,7 +164,8 @@ def test_animatezero_with_motion_embeddings_survives_unload(tiny, dynamic_vram, 
         motion = node("Pix2Gif_LoadMotionModel").load(motion_files["v3.safetensors"], "auto")[0]
         patched = node("Pix2Gif_ApplyMotionModel").apply(base, motion, 1.0, "sqrt_linear (AnimateDiff)",
                                                          "per-frame")[0]
-        animated = node("Pix2Gif_AnimateZero").patch(patched, False, "replace", "all", 0.0, 1.0, True, 0, "down")[0]
+        animated = node("Pix2Gif_AnimateZero").patch(patched, False, "replace", "all", 0.0, 1.0, True, 0, "down",
+                                                  kv_source="video pass")[0]
         stacked = node("Pix2Gif_ApplyMotionEmbeddings").apply(animated, tiny_motion_embeddings(0, frames=FRAMES),
                                                               "as_trained", 1.0, "interpolate")[0]
         before = snapshot(base.model)

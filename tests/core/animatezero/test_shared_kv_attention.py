@@ -97,3 +97,37 @@ def test_unknown_mode_lists_the_choices(setup):
     hidden, _ = setup
     with pytest.raises(Pix2GifInputError, match="replace, concat"):
         shared_kv_attention(hidden, hidden, hidden, HEADS, FRAMES, "average")
+
+
+@pytest.mark.parametrize("mode", ["replace", "concat"])
+def test_the_attention_kernel_is_called_with_the_same_numbers(setup, mode):
+    from pix2gif_core.attention import sdpa_attention
+
+    hidden, (weight_q, weight_k, weight_v) = setup
+    q, k, v = hidden @ weight_q.T, hidden @ weight_k.T, hidden @ weight_v.T
+    calls = []
+
+    def kernel(*args):
+        calls.append(args[1].shape)
+        return sdpa_attention(*args)
+
+    got = shared_kv_attention(q, k, v, HEADS, FRAMES, mode, kernel=kernel)
+    assert len(calls) == 1 and calls[0][1] == HEADS
+    torch.testing.assert_close(got, shared_kv_attention(q, k, v, HEADS, FRAMES, mode), rtol=0, atol=0)
+    torch.testing.assert_close(got, reference(hidden, setup[1], mode))
+
+
+@pytest.mark.parametrize("mode", ["replace", "concat"])
+def test_given_anchors_replace_frame_0(setup, mode):
+    """Keys/values recorded elsewhere (the image pass) stand in for each chunk's frame 0: the same as the
+    reference on a video whose frame 0 hidden states are the anchors' source, for every frame after frame 0."""
+    hidden, weights = setup
+    weight_q, weight_k, weight_v = weights
+    anchor_hidden = torch.randn(CHUNKS, TOKENS, CHANNELS, dtype=torch.float64)
+    got = shared_kv_attention(hidden @ weight_q.T, hidden @ weight_k.T, hidden @ weight_v.T, HEADS, FRAMES, mode,
+                              anchors=(anchor_hidden @ weight_k.T, anchor_hidden @ weight_v.T))
+    swapped = hidden.reshape(CHUNKS, FRAMES, TOKENS, CHANNELS).clone()
+    swapped[:, 0] = anchor_hidden
+    expected = reference(swapped.reshape(-1, TOKENS, CHANNELS), weights, mode).reshape(CHUNKS, FRAMES, TOKENS, -1)
+    got = got.reshape(CHUNKS, FRAMES, TOKENS, CHANNELS)
+    torch.testing.assert_close(got[:, 1:], expected[:, 1:])

@@ -1,4 +1,7 @@
-"""AnimateZero window attention against a naive reference that builds every padded window explicitly."""
+"""AnimateZero window attention against a naive reference written from the paper's formula (methods.md §3.3):
+per query frame the window is built explicitly – frame 1 in the first slot, then the frames up to the query
+(padded with copies of frame 1 while there are fewer), slot j at position p_j, the query at p_{W−1} – and
+attended with an explicit softmax, in float64 loops; nothing of the implementation is reused."""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +9,7 @@ import torch
 
 from pix2gif_core.errors import Pix2GifInputError
 from pix2gif_core.animatediff.motion_module import TemporalSelfAttention
+from pix2gif_core.attention import sdpa_attention
 from pix2gif_core.animatezero.window_attention import PositionCorrectedWindowAttention, attend_window
 
 
@@ -17,32 +21,36 @@ def make_attention(channels: int = 8, heads: int = 2, key_scale: float = 1.0) ->
 
 
 def window_frames(i: int, window: int) -> list[int]:
-    """0-based frames in the window of query frame i: (W−1−i) copies of frame 0, then frames up to i."""
+    """0-based frames in the window of query frame i: the first frame, then the W−1 frames up to i; while i < W−1
+    the first frame is repeated to fill the window ((W−1−i) copies, then frames 0..i)."""
     if i + 1 >= window:
-        return list(range(i - window + 1, i + 1))
+        return [0] + list(range(i - window + 2, i + 1))
     return [0] * (window - 1 - i) + list(range(i + 1))
 
 
 def naive_window_attention(attn: TemporalSelfAttention, hidden: torch.Tensor, pe: torch.Tensor, window: int):
-    """Per query frame: materialise the padded window, add p_0..p_{W−1}, query + p_{W−1}, plain softmax attention."""
+    """Per query frame and head: materialise the window, add p_0..p_{W−1}, query + p_{W−1}, explicit softmax."""
     sequences, frames, channels = hidden.shape
     heads, head_dim = attn.heads, channels // attn.heads
     scale = attn.key_scale / head_dim**0.5
-    weight_q, weight_k, weight_v = attn.to_q.weight, attn.to_k.weight, attn.to_v.weight
-    outputs = []
+    weight_q, weight_k, weight_v = (w.double() for w in (attn.to_q.weight, attn.to_k.weight, attn.to_v.weight))
+    hidden, pe = hidden.double(), pe.double()
+    out = torch.empty(sequences, frames, channels, dtype=torch.float64)
     for i in range(frames):
         tokens = hidden[:, window_frames(i, window)] + pe[:window]  # (N, W, C)
         query = (hidden[:, i] + pe[window - 1]) @ weight_q.T  # (N, C)
-        keys = (tokens @ weight_k.T).reshape(sequences, window, heads, head_dim)
-        values = (tokens @ weight_v.T).reshape(sequences, window, heads, head_dim)
-        logits = torch.einsum("nhd,nwhd->nhw", query.reshape(sequences, heads, head_dim), keys) * scale
-        outputs.append(torch.einsum("nhw,nwhd->nhd", logits.softmax(-1), values).reshape(sequences, channels))
-    return torch.stack(outputs, dim=1)
+        keys, values = tokens @ weight_k.T, tokens @ weight_v.T  # (N, W, C)
+        for head in range(heads):
+            part = slice(head * head_dim, (head + 1) * head_dim)
+            logits = (keys[:, :, part] @ query[:, part, None])[..., 0] * scale  # (N, W)
+            weights = logits.exp() / logits.exp().sum(-1, keepdim=True)
+            out[:, i, part] = (weights[:, :, None] * values[:, :, part]).sum(1)
+    return out
 
 
 @pytest.mark.parametrize(
     ("frames", "window_length", "heads"),
-    [(6, None, 2), (6, 4, 2), (7, 2, 4), (2, None, 2), (2, 2, 1), (5, 5, 8)],
+    [(6, None, 2), (6, 4, 2), (7, 2, 4), (2, None, 2), (2, 2, 1), (5, 5, 8), (9, 3, 2), (16, 5, 2)],
 )
 def test_matches_naive_padded_windows(frames, window_length, heads):
     attn = make_attention(channels=16, heads=heads)
@@ -54,12 +62,13 @@ def test_matches_naive_padded_windows(frames, window_length, heads):
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_chunked_sequences_with_tail_match_reference():
+@pytest.mark.parametrize("chunk_bytes", [1, 40_000])
+def test_chunked_sequences_with_tail_match_reference(chunk_bytes):
+    """One sequence per chunk, and chunks of a few sequences with a shorter tail."""
     attn = make_attention()
     hidden = torch.randn(7, 5, 8, dtype=torch.float64)
     pe = torch.randn(5, 8, dtype=torch.float64)
-    bytes_per_sequence = 8 * 5 * (8 * 8 + 2 * (4 * 5 + 3 * 3))
-    variant = PositionCorrectedWindowAttention(window_length=3, chunk_bytes=3 * bytes_per_sequence)  # 3 + 3 + 1
+    variant = PositionCorrectedWindowAttention(window_length=3, chunk_bytes=chunk_bytes)
     torch.testing.assert_close(variant(attn, hidden, pe), naive_window_attention(attn, hidden, pe, 3))
 
 
@@ -112,7 +121,7 @@ def test_future_frames_do_not_reach_earlier_outputs(window_length):
     assert (global_after[:, :4] - global_before[:, :4]).abs().max() > 1e-3
 
 
-def test_window_slides_past_old_frames():
+def test_window_forgets_old_frames_but_keeps_the_first():
     attn = make_attention()
     hidden = torch.randn(2, 6, 8, dtype=torch.float64)
     changed = hidden.clone()
@@ -120,8 +129,42 @@ def test_window_slides_past_old_frames():
     windowed = PositionCorrectedWindowAttention(3)
     with torch.no_grad():
         before, after = attn(hidden, windowed), attn(changed, windowed)
-    torch.testing.assert_close(after[:, 4:], before[:, 4:], rtol=0, atol=1e-13)  # frames 4, 5 see 2..5 only
-    assert (after[:, 1:4] - before[:, 1:4]).abs().amax(dim=-1).gt(1e-6).all()
+    torch.testing.assert_close(after[:, 3:], before[:, 3:], rtol=0, atol=1e-13)  # frames 3..5 see 0 and i−1, i
+    assert (after[:, 1:3] - before[:, 1:3]).abs().amax(dim=-1).gt(1e-6).all()
+
+
+@pytest.mark.parametrize("frames", [2, 5, 8])
+def test_first_frame_contributes_to_every_frame_for_every_window_length(frames):
+    """The paper's window always holds the first frame: changing frame 1 changes every output frame, for every
+    window length, and the outputs equal the reference."""
+    attn = make_attention()
+    hidden = torch.randn(3, frames, 8, dtype=torch.float64)
+    pe = torch.randn(frames, 8, dtype=torch.float64)
+    changed = hidden.clone()
+    changed[:, 0] += torch.randn(3, 8, dtype=torch.float64)
+    for window in range(2, frames + 1):
+        variant = PositionCorrectedWindowAttention(window)
+        with torch.no_grad():
+            before, after = variant(attn, hidden, pe), variant(attn, changed, pe)
+        torch.testing.assert_close(before, naive_window_attention(attn, hidden, pe, window))
+        torch.testing.assert_close(after, naive_window_attention(attn, changed, pe, window))
+        assert (after - before).abs().amax(dim=-1).gt(1e-6).all(), f"window {window}: a frame lost frame 1"
+
+
+def test_the_attention_kernel_is_called_once_per_chunk_with_the_same_numbers():
+    attn = make_attention()
+    hidden = torch.randn(7, 5, 8, dtype=torch.float64)
+    pe = torch.randn(5, 8, dtype=torch.float64)
+    calls = []
+
+    def kernel(q, k, v, mask=None):
+        calls.append(q.shape)
+        return sdpa_attention(q, k, v, mask)
+
+    got = PositionCorrectedWindowAttention(3, kernel=kernel, chunk_bytes=1)(attn, hidden, pe)
+    assert len(calls) == 7 and all(shape[:2] == (1, attn.heads) for shape in calls)
+    torch.testing.assert_close(got, PositionCorrectedWindowAttention(3)(attn, hidden, pe), rtol=0, atol=0)
+    torch.testing.assert_close(got, naive_window_attention(attn, hidden, pe, 3))
 
 
 def test_float32_close_to_float64():
