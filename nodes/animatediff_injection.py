@@ -42,6 +42,7 @@ from ..pix2gif_core.animatediff.injection import CrossFrameGroupNorm, FrameConte
 from ..pix2gif_core.animatediff.motion_module import MotionModuleSet, unet_position
 from ..pix2gif_core.diffusion import noise_schedule
 from ..pix2gif_core.errors import Pix2GifInputError
+from .attention_backend import host_attention
 from .conventions import managed_model
 
 #: transformer_options key under which other nodes put ``{motion-module name: temporal attention variant}``
@@ -193,6 +194,12 @@ def hosts_injections(model) -> bool:
     return hasattr(model, "set_injections") and hasattr(model, "set_additional_models")
 
 
+def attention_precision(model) -> torch.dtype | None:
+    """The attention precision the MODEL's config declares (float32 for the SD2 family), None where it or the
+    host declares none (2024-03)."""
+    return model.model.model_config.unet_config.get("attn_precision")
+
+
 def compute_dtype(model) -> torch.dtype:
     """The dtype the MODEL's UNet computes in (its manual-cast dtype, else its weights' dtype)."""
     return getattr(model.model, "manual_cast_dtype", None) or model.model_dtype()
@@ -289,9 +296,10 @@ def inject(model, motion: LoadedMotionModel, *, key_scale: float, cross_frame_gr
             "MODEL: connect a plain SD1.5 checkpoint's MODEL")
     modules = motion.modules_in(compute_dtype(model))
     context = FrameContext()
+    kernel = host_attention(attention_precision(model))
     placement = MotionPlacement(
         motion.name, modules.config.version, modules.config.pe_length,
-        {name: InjectedMotionModule(name, module, context, key_scale=key_scale)
+        {name: InjectedMotionModule(name, module, context, key_scale=key_scale, kernel=kernel)
          for name, module in modules.named_motion_modules()}, context)
 
     def build(lookup: Lookup):

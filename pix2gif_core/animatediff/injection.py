@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..attention import AttentionKernel, sdpa_attention
 from ..errors import Pix2GifInputError
 from .motion_module import MotionModule, TemporalAttentionVariant, TemporalSelfAttention
 
@@ -56,22 +57,26 @@ def run_with_weights_of(module: nn.Module, x: torch.Tensor, *args):
 class InjectedMotionModule(nn.Module):
     """A motion module placed in a UNet block: ``(B·F, C, H, W) -> (B·F, C, H, W)``.
 
-    ``key_scale`` is this placement's motion scale; the wrapped module may be shared with other patched models,
-    so the scale is set on its attentions at every call.
+    ``key_scale`` is this placement's motion scale and ``kernel`` the attention kernel its temporal attentions
+    call (the host's); the wrapped module may be shared with other patched models, so both are set on its
+    attentions at every call.
     """
 
-    def __init__(self, name: str, module: MotionModule, context: FrameContext, key_scale: float = 1.0):
+    def __init__(self, name: str, module: MotionModule, context: FrameContext, key_scale: float = 1.0,
+                 kernel: AttentionKernel = sdpa_attention):
         super().__init__()
         self.name = name
         self.module = module
         self.context = context
         self.key_scale = float(key_scale)
+        self.kernel = kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = self.context.frames_in(x.shape[0], self.name)
         for attention in self.module.modules():
             if isinstance(attention, TemporalSelfAttention):
                 attention.key_scale = self.key_scale
+                attention.kernel = self.kernel
         return run_with_weights_of(self.module, x, frames, self.context.variants.get(self.name))
 
 

@@ -13,9 +13,13 @@ attention's building blocks (:meth:`TemporalSelfAttention.attend`, ``heads_split
 
 Motion scale ("key scale", AnimateDiff-Evolved's motion scale) is the attribute
 :attr:`TemporalSelfAttention.key_scale`: keys are multiplied by it, which equals multiplying the softmax
-scale, so :meth:`TemporalSelfAttention.attend` applies it through SDPA's ``scale`` and every variant that
-attends through ``attend`` (or scores with :attr:`TemporalSelfAttention.softmax_scale`) honours it. Set it for
-a whole checkpoint with :meth:`MotionModuleSet.set_key_scale`; it is module state, so set it before each run.
+scale. Set it for a whole checkpoint with :meth:`MotionModuleSet.set_key_scale`; it is module state, so set it
+before each run.
+
+The attention itself is :attr:`TemporalSelfAttention.kernel`, an :class:`~..attention.AttentionKernel`
+(default :func:`~..attention.sdpa_attention`; a host sets its own, e.g. ComfyUI's ``optimized_attention``).
+:meth:`TemporalSelfAttention.attend` scales the keys and calls it, so every variant that attends through
+``attend`` honours both the key scale and the host's kernel.
 """
 
 from __future__ import annotations
@@ -30,15 +34,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..attention import AttentionKernel, sdpa_attention
 from ..errors import Pix2GifInputError
 
 ATTENTION_HEADS = 8
 MOTION_MODULE_VERSIONS = ("v1", "v2", "v3")
 DEFAULT_PE_LENGTH = {"v1": 24, "v2": 32, "v3": 32}
 LONGEST_TRAINED_PE_LENGTH = 32
-# CUDA SDPA kernels fail ("invalid configuration argument") when batch·heads reaches 65,536 grid entries;
-# ComfyUI splits SDPA calls into batches of 2**15 on NVIDIA, and so do we (performance.md §3).
-CUDA_SDPA_MAX_BATCH_ENTRIES = 2**15
 
 
 def sinusoidal_position_encoding(
@@ -57,27 +59,6 @@ def sinusoidal_position_encoding(
     return table.to(dtype)
 
 
-def scaled_dot_product_attention_chunked(
-    q: Tensor, k: Tensor, v: Tensor, *, scale: float, mask: Tensor | None = None, max_batch_entries: int | None = None
-) -> Tensor:
-    """``softmax(q·kᵀ·scale + mask)·v`` for ``q (N, h, Fq, d)``, ``k, v (N, h, Fk, d)`` → ``(N, h, Fq, d)``.
-
-    With ``max_batch_entries`` the N dimension is processed in slices of at most ``max_batch_entries // h``
-    rows (CUDA grid limit); ``mask`` (bool: True = attend, or additive float) broadcasts to
-    ``(N, h, Fq, Fk)`` and is sliced along N when its first dimension is N.
-    """
-    rows, heads = q.shape[:2]
-    if max_batch_entries is None or rows * heads <= max_batch_entries:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    step = max(1, max_batch_entries // heads)
-    out = q.new_empty(*q.shape[:-1], v.shape[-1])
-    for start in range(0, rows, step):
-        part = slice(start, start + step)
-        part_mask = mask[part] if mask is not None and mask.dim() == 4 and mask.shape[0] == rows else mask
-        out[part] = F.scaled_dot_product_attention(q[part], k[part], v[part], attn_mask=part_mask, scale=scale)
-    return out
-
-
 def check_version(version: str) -> str:
     """``version`` if it is one of :data:`MOTION_MODULE_VERSIONS`, else :class:`Pix2GifInputError`."""
     if version not in MOTION_MODULE_VERSIONS:
@@ -92,7 +73,7 @@ class TemporalAttentionVariant(Protocol):
 
     ``hidden`` is ``(N, F, C)`` (N = batch·positions, F = frames), ``pe`` the ``(F, C)`` position encoding in
     ``hidden``'s dtype/device. Returns ``(N, F, C)`` values BEFORE ``attn.to_out``. Honour ``attn.key_scale``
-    by attending through ``attn.attend`` or scoring with ``attn.softmax_scale``.
+    and the host's kernel by attending through ``attn.attend`` (or score with ``attn.softmax_scale``).
     """
 
     def __call__(self, attn: TemporalSelfAttention, hidden: Tensor, pe: Tensor) -> Tensor: ...
@@ -108,7 +89,8 @@ class TemporalSelfAttention(nn.Module):
     """Multi-head self-attention over frames (official ``VersatileAttention``, attention_mode "Temporal").
 
     Keys: ``to_q/to_k/to_v.weight`` (C, C), ``to_out.0.{weight,bias}``. The sinusoidal table of
-    ``pe_length`` rows is a non-persistent buffer (not in the state dict).
+    ``pe_length`` rows is a non-persistent buffer (not in the state dict). ``kernel`` is the attention kernel
+    :meth:`attend` calls (module state like ``key_scale``).
     """
 
     def __init__(self, channels: int, pe_length: int, heads: int = ATTENTION_HEADS) -> None:
@@ -116,6 +98,7 @@ class TemporalSelfAttention(nn.Module):
         self.heads = heads
         self.pe_length = pe_length
         self.key_scale = 1.0
+        self.kernel: AttentionKernel = sdpa_attention
         self.to_q = nn.Linear(channels, channels, bias=False)
         self.to_k = nn.Linear(channels, channels, bias=False)
         self.to_v = nn.Linear(channels, channels, bias=False)
@@ -145,16 +128,11 @@ class TemporalSelfAttention(nn.Module):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         """Multi-head attention of projected ``q (N, Fq, C)`` over ``k, v (N, Fk, C)`` → ``(N, Fq, C)``.
 
-        Uses fused SDPA kernels, scale :attr:`softmax_scale`; ``mask`` broadcasts to ``(N, heads, Fq, Fk)``.
+        Calls :attr:`kernel` on the heads, keys × :attr:`key_scale` (the kernel's own scale is 1/√d);
+        ``mask`` is an additive float mask broadcasting to ``(N, heads, Fq, Fk)``.
         """
-        attended = scaled_dot_product_attention_chunked(
-            self.heads_split(q),
-            self.heads_split(k),
-            self.heads_split(v),
-            scale=self.softmax_scale,
-            mask=mask,
-            max_batch_entries=CUDA_SDPA_MAX_BATCH_ENTRIES if q.is_cuda else None,
-        )
+        keys = k if self.key_scale == 1.0 else k * self.key_scale
+        attended = self.kernel(self.heads_split(q), self.heads_split(keys), self.heads_split(v), mask)
         return self.heads_merge(attended)
 
     def position_encoding(self, frames: int, like: Tensor) -> Tensor:

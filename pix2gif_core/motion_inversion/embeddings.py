@@ -405,7 +405,9 @@ class MotionEmbeddingAttention:
 
     ``token_hw``: the (h, w) token grid of this layer in the current generation. Construction only validates;
     the resampled, scaled, cast embeddings are computed on the first call and cached per (frames, dtype, device)
-    while the embedding tensors are unchanged (recomputed every call when autograd tracks them, i.e. training).
+    while the embedding tensors are unchanged (recomputed every call when autograd tracks them, i.e. training, and
+    inside ``torch.compile``, where they become part of the graph). Attends through ``attn.attend``, i.e. with
+    the motion module's attention kernel (the host's, when a node applied the motion model) and key scale.
     """
 
     def __init__(
@@ -433,20 +435,26 @@ class MotionEmbeddingAttention:
     def prepared(self, frames: int, like: Tensor) -> tuple[Tensor, Tensor | None]:
         """(qk (F, C), value offset ``v − qk`` (h·w, F, C) or None) for F frames: resampled, mode applied,
         × strength, in ``like``'s dtype/device."""
+        if torch.compiler.is_compiling():  # part of the compiled graph: no Python-side cache to guard on
+            return self._computed(frames, like)
         tensors = [self.layer.qk] if self.value is None else [self.layer.qk, self.value]
         tracked = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
         key = (frames, like.dtype, like.device, *(_update_count(t) for t in tensors))
         if not tracked and key == self._cache_key and self._cache is not None:
             return self._cache
+        result = self._computed(frames, like)
+        if not tracked:
+            self._cache_key, self._cache = key, result
+        return result
+
+    def _computed(self, frames: int, like: Tensor) -> tuple[Tensor, Tensor | None]:
+        """What :meth:`prepared` returns, computed afresh."""
         qk = resample_frames(self.layer.qk, frames)[0] * self.strength
         offset = None
         if self.value is not None:
             value = resample_frames(resample_tokens(self.value, self.layer.token_hw, self.token_hw), frames)
             offset = (frame_differences(value) if self.mode == "object" else value) * self.strength - qk
-        result = (qk.to(like), None if offset is None else offset.to(like))
-        if not tracked:
-            self._cache_key, self._cache = key, result
-        return result
+        return qk.to(like), None if offset is None else offset.to(like)
 
     def __call__(self, attn: TemporalSelfAttention, hidden: Tensor, pe: Tensor) -> Tensor:
         """``hidden`` (N, F, C) with N = b·h·w (b-major), ``pe`` (F, C) → attended values (N, F, C) before to_out.

@@ -54,8 +54,9 @@ def _await(result):
     return asyncio.run(result) if inspect.iscoroutine(result) else result
 
 
-def boot(root: Path, workdir: Path) -> None:
-    """Import the host from ``root`` on CPU with its input/output/temp folders under ``workdir``."""
+def boot(root: Path, workdir: Path, cpu: bool = True) -> None:
+    """Import the host from ``root`` (on CPU unless ``cpu`` is False) with its input/output/temp folders under
+    ``workdir``."""
     sys.path.insert(0, str(HARNESS_DIR))
     import stubs
 
@@ -67,7 +68,7 @@ def boot(root: Path, workdir: Path) -> None:
             import utils  # noqa: F401  (v0.3: must precede `nodes`, which puts comfy/ on sys.path[0])
         import comfy.cli_args
 
-        comfy.cli_args.args.cpu = True
+        comfy.cli_args.args.cpu = cpu
         if hasattr(comfy.cli_args.args, "disable_api_nodes"):
             comfy.cli_args.args.disable_api_nodes = True
         import comfy.model_management  # noqa: F401  (reads args.cpu at import)
@@ -177,14 +178,15 @@ class Host:
         return PromptResult(executor.success, outputs, list(executor.status_messages))
 
 
-def start(host: str, workdir: Path, extra_custom_nodes: tuple[Path, ...] = ()) -> Host:
-    """Boot ``host``, link this pack into ``workdir/custom_nodes`` and load it (plus ``extra_custom_nodes``)."""
+def start(host: str, workdir: Path, extra_custom_nodes: tuple[Path, ...] = (), cpu: bool = True) -> Host:
+    """Boot ``host`` (on CPU unless ``cpu`` is False: then on the device ComfyUI picks), link this pack into
+    ``workdir/custom_nodes`` and load it (plus ``extra_custom_nodes``)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     root = host_root(host)
     if not (root / "comfy").is_dir():
         raise SystemExit(f"No ComfyUI tree at {root}: run `bash .ci/setup` first")
     note_untested(root)
-    boot(root, workdir)
+    boot(root, workdir, cpu)
     import torch
 
     torch.set_num_threads(1)

@@ -80,8 +80,10 @@ def animatediff_added_flops(videos: int, frames: int, modules=SD15_V2_MODULES, h
     return total
 
 
-def sd15_call_costs(videos: int = 2, frames: int = 16, side: int = 64) -> tuple[Cost, Cost]:
-    """(plain UNet, UNet with AnimateDiff v2 injected) costs of one CFG-batched call at SD1.5 shapes."""
+def sd15_call_costs(videos: int = 2, frames: int = 16, side: int = 64, unet_config: dict = SD15_UNET,
+                    motion_layout: dict = SD15_V2_LAYOUT) -> tuple[Cost, Cost]:
+    """(plain UNet, UNet with AnimateDiff v2 injected) costs of one CFG-batched call at SD1.5 shapes (or another
+    SD1.5-topology ``unet_config`` with its ``motion_layout``); ``side`` is the latent side."""
     import comfy.model_base
     import comfy.model_patcher
     import comfy.supported_models
@@ -92,20 +94,20 @@ def sd15_call_costs(videos: int = 2, frames: int = 16, side: int = 64) -> tuple[
     core = __import__(pack.__name__.rsplit(".nodes", 1)[0] + ".pix2gif_core.animatediff.motion_module", fromlist=["x"])
     injection = __import__(pack.__name__.rsplit(".", 1)[0] + ".animatediff_injection", fromlist=["x"])
 
-    config = comfy.supported_models.SD15(dict(SD15_UNET))
+    config = comfy.supported_models.SD15(dict(unet_config))
     config.set_inference_dtype(torch.float16, None)
     base = comfy.model_base.BaseModel(config, device=torch.device("meta"))
     patcher = comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"),
                                                offload_device=torch.device("cpu"))
     with torch.device("meta"):
-        modules = core.MotionModuleSet(core.MotionModuleConfig(**SD15_V2_LAYOUT))
+        modules = core.MotionModuleSet(core.MotionModuleConfig(**motion_layout))
     motion = injection.LoadedMotionModel("sd15_v2_on_meta", modules)
     patched = injection.inject(patcher, motion, key_scale=1.0, cross_frame_groupnorm=False, beta_schedule=None)
 
     batch = videos * frames
     x = torch.empty(batch, 4, side, side, device="meta", dtype=torch.float16)
     t = torch.empty(batch, device="meta", dtype=torch.float16)
-    context = torch.empty(batch, 77, 768, device="meta", dtype=torch.float16)
+    context = torch.empty(batch, 77, unet_config["context_dim"], device="meta", dtype=torch.float16)
     unet = base.diffusion_model
     cond_or_uncond = list(range(videos))
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from pix2gif_core.errors import Pix2GifInputError
@@ -15,7 +16,6 @@ from pix2gif_core.animatediff.motion_module import (
     MotionModuleSet,
     TemporalSelfAttention,
     global_temporal_attention,
-    scaled_dot_product_attention_chunked,
     sinusoidal_position_encoding,
     unet_position,
 )
@@ -206,15 +206,49 @@ def test_bad_frame_batch_and_channels_are_refused() -> None:
         module(torch.randn(8, 64, 2, 2), video_length=4)
 
 
-def test_chunked_attention_equals_one_call() -> None:
-    generator = torch.Generator().manual_seed(3)
-    q, k, v = (torch.randn(7, HEADS, 5, 4, generator=generator) for _ in range(3))
-    mask = torch.rand(7, 1, 5, 5, generator=generator) > 0.3
-    mask[..., 0] = True  # every query sees at least one frame
-    for attn_mask in (None, mask):
-        whole = scaled_dot_product_attention_chunked(q, k, v, scale=0.5, mask=attn_mask)
-        chunked = scaled_dot_product_attention_chunked(q, k, v, scale=0.5, mask=attn_mask, max_batch_entries=2 * HEADS)
-        assert_near(chunked, whole, 1e-6)
+def sdpa_with_softmax_scale(attn: TemporalSelfAttention, hidden: Tensor, pe: Tensor) -> Tensor:
+    """The attention as computed before the kernel became pluggable: SDPA with scale key_scale/√d."""
+    tokens = hidden + pe
+    q, k, v = (projection(tokens).unflatten(-1, (attn.heads, -1)).transpose(1, 2)
+               for projection in (attn.to_q, attn.to_k, attn.to_v))
+    scale = attn.key_scale / math.sqrt(q.shape[-1])
+    return F.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2).flatten(-2)
+
+
+@pytest.mark.parametrize("key_scale", [1.0, 0.4, 1.7])
+def test_float32_numbers_are_those_of_sdpa_with_a_softmax_scale(key_scale: float) -> None:
+    module = random_module(channels=64, pe_length=24, dtype=torch.float32)
+    for attention in module.modules():
+        if isinstance(attention, TemporalSelfAttention):
+            attention.key_scale = key_scale
+    x = random_frames(videos=2, frames=16, channels=64, height=3, width=5).float()
+    with torch.no_grad():
+        ours = module(x, video_length=16)
+        before = module(x, video_length=16, variant=sdpa_with_softmax_scale)
+    if key_scale == 1.0:
+        assert torch.equal(ours, before)
+    else:  # k·s instead of a scale s/√d inside SDPA: float32 rounding only (a few units of the last place)
+        assert_near(ours, before, 8 * torch.finfo(torch.float32).eps * before.abs().max().item())
+
+
+def test_attend_calls_its_kernel_with_the_keys_scaled() -> None:
+    attention = TemporalSelfAttention(16, 24, heads=4).double()
+    attention.key_scale = 0.7
+    calls = []
+
+    def kernel(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        calls.append((q, k, v, mask))
+        return v * 2.0
+
+    attention.kernel = kernel
+    q, k, v = (torch.randn(3, 5, 16, dtype=torch.float64) for _ in range(3))
+    mask = torch.zeros(3, 1, 5, 5, dtype=torch.float64)
+    out = attention.attend(q, k, v, mask)
+    [(q_heads, k_heads, v_heads, passed_mask)] = calls
+    split = lambda t: t.reshape(3, 5, 4, 4).transpose(1, 2)  # noqa: E731  (N, F, C) → (N, heads, F, d)
+    assert torch.equal(q_heads, split(q)) and torch.equal(v_heads, split(v)) and passed_mask is mask
+    assert_near(k_heads, split(k) * 0.7, 1e-15)
+    assert torch.equal(out, v * 2.0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
