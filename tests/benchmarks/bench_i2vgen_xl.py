@@ -1,12 +1,14 @@
-"""Benchmark: one step of a reduced-width I2VGen-XL UNet on CPU, ours vs diffusers' ``I2VGenXLUNet`` (the peer) on
-the same random weights, fp32, baseline and candidate measured in the same run (paired, interleaved; ratio
-ours/diffusers per pair, median and p10–p90).
+"""Benchmark: the I2VGen-XL UNet step. First the meta-device trace of the released model (``step_cost``: FLOPs,
+attention FLOPs, peak activations, weights) for a CFG batch of 16 frames at 640×352 and 1280×704 in fp16; then
+one step of a reduced-width model on CPU, ours vs diffusers' ``I2VGenXLUNet`` (the peer) on the same random
+weights, fp32, baseline and candidate measured in the same run (paired, interleaved; ratio ours/diffusers per
+pair, median and p10–p90).
 
 Reduced model: the released structure (4 levels, attention at the first three, 2 ResNets per level) at a quarter
 of the width (64/128/256/256 channels, 32-wide heads, 32 GroupNorm groups), context 256; input 2 videos (a CFG
 batch) × ``--frames`` × 4 × ``--size``².
 
-Usage: python tests/benchmarks/bench_i2vgen_xl.py [--pairs N] [--frames F] [--size S]
+Usage: python tests/benchmarks/bench_i2vgen_xl.py [--pairs N] [--frames F] [--size S] [--trace-only]
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from bench_motion_module import paired  # noqa: E402
 from diffusers.models.unets.unet_i2vgen_xl import I2VGenXLUNet as PeerUNet  # noqa: E402
 
 from pix2gif_core.i2vgen_xl.checkpoint import unet_from_state_dict  # noqa: E402
+from pix2gif_core.i2vgen_xl.config import I2VGenXLConfig  # noqa: E402
+from pix2gif_core.i2vgen_xl.step_cost import trace_step  # noqa: E402
 
 CONFIG = {"block_out_channels": (64, 128, 256, 256), "layers_per_block": 2, "norm_num_groups": 32,
           "cross_attention_dim": 256, "attention_head_dim": 32}
@@ -33,7 +37,15 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=9)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--trace-only", action="store_true")
     args = parser.parse_args()
+    print("| released UNet, 2 × 16 frames, fp16 | TFLOP | of which attention | peak activations GiB | weights GiB |")
+    for width, height in ((640, 352), (1280, 704)):
+        cost = trace_step(I2VGenXLConfig(), videos=2, frames=16, height=height, width=width)
+        print(f"| {width}×{height} | {cost.flops / 1e12:.1f} | {cost.attention_flops / 1e12:.1f} | "
+              f"{cost.peak_activation_bytes / 2**30:.2f} | {cost.weight_bytes / 2**30:.2f} |")
+    if args.trace_only:
+        return
     torch.manual_seed(0)
     peer = PeerUNet(**CONFIG).eval()
     with torch.no_grad():
