@@ -196,3 +196,52 @@ def test_bad_input_is_refused_clearly(host, parts, change, node, words):
     assert all(word in message for word in words), message
     if node != "KSampler":
         assert f"[{node}]" in message
+
+
+REFINED_WIDTH, REFINED_HEIGHT = 64, 64
+
+
+def cascade_prompt(denoise: float) -> dict:
+    """Base clip → decode → resize (ImageScale, centre crop) → encode → re-sampled at the new size from
+    ``denoise`` (0.7 ≈ t 700, SDEdit) with a brief text, the conditioning rebuilt at the new size. KSampler as
+    the README says; the GIF Sampler for denoise 0 (KSampler on ComfyUI 2024-03 divides by the denoise)."""
+    graph = prompt()
+    del graph["capture"]
+    graph.update({
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["ckpt", 2]}},
+        "scale": {"class_type": "ImageScale", "inputs": {"image": ["decode", 0], "upscale_method": "bilinear",
+                                                         "width": REFINED_WIDTH, "height": REFINED_HEIGHT,
+                                                         "crop": "center"}},
+        "encode": {"class_type": "VAEEncode", "inputs": {"pixels": ["scale", 0], "vae": ["ckpt", 2]}},
+        "brief": {"class_type": "CLIPTextEncode", "inputs": {"text": "sharp, detailed", "clip": ["ckpt", 1]}},
+        "cond2": {"class_type": "Pix2Gif_I2VGenXLConditioning",
+                  "inputs": {"positive": ["brief", 0], "negative": ["neg", 0], "clip_vision": ["parts", 0],
+                             "vae": ["ckpt", 2], "image": ["scale", 0], "width": REFINED_WIDTH,
+                             "height": REFINED_HEIGHT, "frames": FRAMES, "fps": 16}},
+        "refine": {"class_type": "KSampler",
+                   "inputs": {"model": ["unet", 0], "positive": ["cond2", 0], "negative": ["cond2", 1],
+                              "latent_image": ["encode", 0], "seed": 2, "steps": 2, "cfg": 9.0,
+                              "sampler_name": "euler", "scheduler": "normal", "denoise": denoise}},
+        "capture_encoded": {"class_type": "Pix2GifTest_CaptureLatent",
+                            "inputs": {"samples": ["encode", 0], "key": "encoded"}},
+        "capture_refined": {"class_type": "Pix2GifTest_CaptureLatent",
+                            "inputs": {"samples": ["refine", 0], "key": "refined"}},
+    })
+    if denoise == 0.0:
+        inputs = graph["refine"]["inputs"]
+        graph["refine"] = {"class_type": "Pix2Gif_GifSampler", "inputs": {
+            **{k: v for k, v in inputs.items() if k != "latent_image"}, "start_latent": inputs["latent_image"],
+            "frames": FRAMES, "width": REFINED_WIDTH, "height": REFINED_HEIGHT}}
+    return graph
+
+
+@pytest.mark.parametrize("denoise", [0.0, 0.7])
+def test_cascade_refinement_resamples_the_resized_clip(host, test_nodes, parts, denoise):
+    result = host.run(cascade_prompt(denoise))
+    assert result.success, result.error or result.validation_error
+    encoded, refined = test_nodes.CAPTURED["encoded"], test_nodes.CAPTURED["refined"]
+    assert refined.shape == (FRAMES, 4, REFINED_HEIGHT // 8, REFINED_WIDTH // 8)
+    if denoise == 0.0:
+        assert torch.equal(refined, encoded)  # the resized clip after the VAE round trip, exactly
+    else:
+        assert refined.isfinite().all() and (refined - encoded).abs().max() > 1e-3
