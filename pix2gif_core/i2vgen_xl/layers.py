@@ -19,7 +19,7 @@ TRANSFORMER_NORM_EPS = 1e-6
 
 
 def sinusoidal_embedding(values: Tensor, dim: int) -> Tensor:
-    """``[cos(v·f_i), sin(v·f_i)]`` with ``f_i = 10000^(−i/(dim/2))``: (N,) → (N, dim) float32 (timesteps, fps)."""
+    """``[cos(v·f_i), sin(v·f_i)]``, ``f_i = 10000^(−i/(dim/2))``: (N,) → (N, dim) float32 (timesteps, fps)."""
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=values.device) / half)
     angles = values.float()[:, None] * freqs[None]

@@ -97,7 +97,7 @@ def prompt(unet="tiny_i2vgen_xl.safetensors", *, conditioning=True, width=WIDTH,
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a boat on a lake", "clip": ["ckpt", 1]}},
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, static", "clip": ["ckpt", 1]}},
         "parts": {"class_type": PARTS_NODE, "inputs": {"projection_dim": projection_dim, "image_seed": image_seed}},
-        "unet": {"class_type": "Pix2Gif_LoadI2VGenXLModel", "inputs": {"unet_name": unet}},
+        "unet": {"class_type": "Pix2Gif_LoadI2VGenXLModel", "inputs": {"unet_name": unet, "weight_dtype": "as stored"}},
         "cond": {"class_type": "Pix2Gif_I2VGenXLConditioning",
                  "inputs": {"positive": ["pos", 0], "negative": ["neg", 0], "clip_vision": ["parts", 0],
                             "vae": ["ckpt", 2], "image": ["parts", 1], "width": width, "height": height,
@@ -157,6 +157,15 @@ def test_the_uncond_branch_has_the_negative_text_zero_clip_image_and_the_same_la
     assert torch.equal(neg_opts["i2vgen_image_latent"], pos_opts["i2vgen_image_latent"])
     assert pos_opts["i2vgen_image_latent"].shape == (1, 4, HEIGHT // 8, WIDTH // 8)
     assert latent["samples"].shape == (FRAMES, 4, HEIGHT // 8, WIDTH // 8)
+
+
+@pytest.mark.parametrize("weight_dtype, expected", [("as stored", torch.float32), ("bf16", torch.bfloat16)])
+def test_the_weights_keep_the_file_dtype_unless_asked(host, parts, weight_dtype, expected):
+    import nodes
+
+    model = nodes.NODE_CLASS_MAPPINGS["Pix2Gif_LoadI2VGenXLModel"]().load("tiny_i2vgen_xl.safetensors", weight_dtype)[0]
+    assert {p.dtype for p in model.model.diffusion_model.parameters()} == {expected}
+    assert model.model.get_dtype() == expected
 
 
 def test_the_model_samples_v_prediction_on_the_zero_snr_cosine_schedule(host, parts):
