@@ -254,3 +254,14 @@ def test_cascade_refinement_resamples_the_resized_clip(host, test_nodes, parts, 
         assert torch.equal(refined, encoded)  # the resized clip after the VAE round trip, exactly
     else:
         assert refined.isfinite().all() and (refined - encoded).abs().max() > 1e-3
+
+
+def test_a_text_encoder_of_another_width_is_named(host, parts):
+    import nodes
+
+    model = nodes.NODE_CLASS_MAPPINGS["Pix2Gif_LoadI2VGenXLModel"]().load("tiny_i2vgen_xl.safetensors")[0]
+    conds = {"i2vgen_image_latent": torch.zeros(FRAMES, 4, 4, 6), "i2vgen_image_embedding": torch.zeros(FRAMES, 64),
+             "i2vgen_fps": torch.full((FRAMES,), 16.0), "i2vgen_frames": torch.full((FRAMES,), float(FRAMES))}
+    with pytest.raises(ValueError, match="text conditioning is 768 wide.*OpenCLIP ViT-H text encoder \\(64\\)"):
+        model.model.diffusion_model(torch.zeros(FRAMES, 4, 4, 6), torch.zeros(FRAMES),
+                                    context=torch.zeros(FRAMES, 77, 768), **conds)
