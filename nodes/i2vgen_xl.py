@@ -9,6 +9,8 @@ video models.
 """
 from __future__ import annotations
 
+import functools
+
 import comfy.conds
 import comfy.latent_formats
 import comfy.model_base
@@ -22,8 +24,9 @@ from torch import Tensor, nn
 from ..pix2gif_core.errors import Pix2GifInputError
 from ..pix2gif_core.i2vgen_xl.checkpoint import load_unet
 from ..pix2gif_core.i2vgen_xl.conditioning import cover_crop
-from ..pix2gif_core.i2vgen_xl.config import LATENT_CHANNELS
+from ..pix2gif_core.i2vgen_xl.config import LATENT_CHANNELS, I2VGenXLConfig
 from ..pix2gif_core.i2vgen_xl.noise_schedule import i2vgen_xl_sigmas
+from ..pix2gif_core.i2vgen_xl.step_cost import trace_step
 from ..pix2gif_core.i2vgen_xl.unet import I2VGenXLUNet
 from . import model_folders
 from .attention_backend import host_attention
@@ -56,6 +59,25 @@ class I2VGenXLSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_s
         self.set_sigmas(i2vgen_xl_sigmas().float())
 
 
+@functools.lru_cache(maxsize=16)
+def step_activation_bytes(config: I2VGenXLConfig, videos: int, frames: int, height: int, width: int,
+                          dtype: torch.dtype) -> int:
+    """Peak activation bytes of one UNet step (meta-device trace, once per shape)."""
+    return trace_step(config, videos, frames, height, width, dtype).peak_activation_bytes
+
+
+def _require_memory(config: I2VGenXLConfig, x: Tensor, videos: int, frames: int) -> None:
+    """Refuse, before computing, a step whose activations the device cannot hold (weights are already loaded)."""
+    height, width = 8 * x.shape[-2], 8 * x.shape[-1]
+    need = step_activation_bytes(config, videos, frames, height, width, x.dtype)
+    free = comfy.model_management.get_free_memory(x.device)
+    if need > free:
+        raise Pix2GifInputError(
+            f"frames/width/height: {frames} frames at {width}×{height} need ≈ {need / 2**30:.1f} GiB of activations "
+            f"per step ({videos} clips in the batch) but {x.device} has {free / 2**30:.1f} GiB free; give the "
+            f"'{CONDITIONING_NODE}' node fewer frames or a smaller size.")
+
+
 class _HostUNet(nn.Module):
     """The engine's UNet behind ComfyUI's ``diffusion_model(x, timesteps, context, …, **extra_conds)`` call on a
     batch of whole clips ``(videos·frames, 4, h, w)``; per-video conditions are read at each clip's first frame."""
@@ -86,6 +108,7 @@ class _HostUNet(nn.Module):
         if total % frames:
             raise Pix2GifInputError(f"latent_image: {total} frames are not whole clips of {frames} frames; use the "
                                     f"LATENT of the '{CONDITIONING_NODE}' node.")
+        _require_memory(self.unet.config, x, total // frames, frames)
         first = slice(None, None, frames)
         video = x.view(total // frames, frames, channels, h, w).transpose(1, 2)
         out = self.unet(video, timesteps[first], context[first], conds[IMAGE_LATENT][first],

@@ -265,3 +265,17 @@ def test_a_text_encoder_of_another_width_is_named(host, parts):
     with pytest.raises(ValueError, match="text conditioning is 768 wide.*OpenCLIP ViT-H text encoder \\(64\\)"):
         model.model.diffusion_model(torch.zeros(FRAMES, 4, 4, 6), torch.zeros(FRAMES),
                                     context=torch.zeros(FRAMES, 77, 768), **conds)
+
+
+def test_more_frames_than_the_device_holds_are_refused_before_computing(host, test_nodes, parts, monkeypatch):
+    import comfy.model_management
+
+    test_nodes.CAPTURED.pop("i2v", None)
+    def one_kib_free(dev=None, torch_free_too=False):
+        return (1 << 10, 1 << 10) if torch_free_too else 1 << 10
+
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", one_kib_free)
+    result = host.run(prompt())
+    assert not result.success and "i2v" not in test_nodes.CAPTURED
+    message = result.error["exception_message"]
+    assert f"{FRAMES} frames at {WIDTH}×{HEIGHT} need" in message and "I2VGen-XL Conditioning" in message, message
