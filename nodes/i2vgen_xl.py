@@ -39,8 +39,6 @@ IMAGE_LATENT, IMAGE_EMBEDDING, FPS, FRAMES = ("i2vgen_image_latent", "i2vgen_ima
 CONDITIONING_NODE = "I2VGen-XL Conditioning"
 AS_STORED = "as stored"
 WEIGHT_DTYPES = {AS_STORED: None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-DEFAULT_NEGATIVE = ("Distorted, discontinuous, Ugly, blurry, low resolution, motionless, static, disfigured, "
-                    "disconnected limbs, Ugly faces, incomplete arms")  # VGen's, for the workflows' negative
 
 
 class _ModelConfig(comfy.supported_models_base.BASE):
