@@ -1,0 +1,281 @@
+"""I2VGen-XL through a real ComfyUI host: Load I2VGen-XL Model + I2VGen-XL Conditioning + the stock KSampler on a
+tiny random UNet in the diffusers layout, with the host's own CLIPTextEncode, CLIP vision model and VAE."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import safetensors.torch
+import torch
+
+import workflow
+
+FRAMES, WIDTH, HEIGHT = 3, 48, 32
+CLIP_VISION_DIM = 64  # = the tiny test CLIP's text width = the tiny UNet's cross_attention_dim
+PARTS_NODE = "I2VGenXLTest_Parts"
+
+
+def _tiny_clip_vision(tmp_path, projection_dim: int, seed: int):
+    import comfy.clip_vision
+
+    config = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 32, "image_size": 224,
+              "intermediate_size": 64, "layer_norm_eps": 1e-5, "model_type": "clip_vision_model",
+              "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": 2, "patch_size": 32,
+              "projection_dim": projection_dim}
+    path = tmp_path / f"clip_vision_{projection_dim}.json"
+    path.write_text(json.dumps(config))
+    model = comfy.clip_vision.ClipVisionModel(str(path))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+    return model
+
+
+@pytest.fixture(scope="module")
+def parts(host, test_nodes, tmp_path_factory, monkeypatch_module):
+    """A test node giving CLIP_VISION (tiny, ViT-H-like or narrower) and a start image, and the UNet file."""
+    import folder_paths
+    import nodes
+
+    tmp = tmp_path_factory.mktemp("i2vgen")
+    visions = {dim: _tiny_clip_vision(tmp, dim, seed=dim) for dim in (CLIP_VISION_DIM, 48)}
+    for vision in visions.values():
+        test_nodes.init_weights(vision.model, seed=5)
+
+    class Parts:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"projection_dim": ("INT", {"default": CLIP_VISION_DIM}),
+                                 "image_seed": ("INT", {"default": 0})}}
+
+        RETURN_TYPES = ("CLIP_VISION", "IMAGE")
+        FUNCTION = "make"
+        CATEGORY = "pix2gif_tests"
+
+        def make(self, projection_dim, image_seed):
+            image = torch.rand(1, 40, 64, 3, generator=torch.Generator().manual_seed(image_seed))
+            return visions[projection_dim], image
+
+    monkeypatch_module.setitem(nodes.NODE_CLASS_MAPPINGS, PARTS_NODE, Parts)
+    weights = workflow._fixture("i2vgen_xl_weights")
+    from pix2gif_core.i2vgen_xl.config import I2VGenXLConfig
+    from pix2gif_core.i2vgen_xl.unet import I2VGenXLUNet
+
+    with torch.device("meta"):
+        shapes = I2VGenXLUNet(I2VGenXLConfig.from_diffusers(weights.TINY_CONFIG, "tiny")).state_dict()
+    state = weights.random_weights(shapes, seed=11, scale=0.05)
+    folder = tmp / "diffusion_models"
+    folder.mkdir()
+    safetensors.torch.save_file(state, str(folder / "tiny_i2vgen_xl.safetensors"))
+    zeroed = dict(state)
+    for key in ("image_latents_proj_in.4", "image_latents_context_embedding.5"):  # the image-latent branches
+        zeroed[f"{key}.weight"], zeroed[f"{key}.bias"] = (torch.zeros_like(zeroed[f"{key}.weight"]),
+                                                          torch.zeros_like(zeroed[f"{key}.bias"]))
+    safetensors.torch.save_file(zeroed, str(folder / "tiny_i2vgen_xl_no_latent.safetensors"))
+    no_clip = dict(zeroed, **{"context_embedding.2.weight": torch.zeros_like(state["context_embedding.2.weight"]),
+                              "context_embedding.2.bias": torch.zeros_like(state["context_embedding.2.bias"])})
+    safetensors.torch.save_file(no_clip, str(folder / "tiny_i2vgen_xl_no_image.safetensors"))
+    sd15 = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(32, 4, 3, 3)}
+    safetensors.torch.save_file(sd15, str(folder / "sd15_unet.safetensors"))
+    unet_folder = "diffusion_models" if "diffusion_models" in folder_paths.folder_names_and_paths else "unet"
+    folder_paths.add_model_folder_path(unet_folder, str(folder))
+    return visions
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def prompt(unet="tiny_i2vgen_xl.safetensors", *, conditioning=True, width=WIDTH, height=HEIGHT, frames=FRAMES,
+           projection_dim=CLIP_VISION_DIM, image_seed=0, steps=2) -> dict:
+    graph = {
+        "ckpt": {"class_type": "Pix2GifTest_TinyCheckpoint", "inputs": {"seed": 0, "topology": "sd15"}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a boat on a lake", "clip": ["ckpt", 1]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, static", "clip": ["ckpt", 1]}},
+        "parts": {"class_type": PARTS_NODE, "inputs": {"projection_dim": projection_dim, "image_seed": image_seed}},
+        "unet": {"class_type": "Pix2Gif_LoadI2VGenXLModel", "inputs": {"unet_name": unet, "weight_dtype": "as stored"}},
+        "cond": {"class_type": "Pix2Gif_I2VGenXLConditioning",
+                 "inputs": {"positive": ["pos", 0], "negative": ["neg", 0], "clip_vision": ["parts", 0],
+                            "vae": ["ckpt", 2], "image": ["parts", 1], "width": width, "height": height,
+                            "frames": frames, "fps": 16}},
+        "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": frames}},
+    }
+    positive, negative, latent = ((["cond", 0], ["cond", 1], ["cond", 2]) if conditioning
+                                  else (["pos", 0], ["neg", 0], ["empty", 0]))
+    graph["sample"] = {"class_type": "KSampler",
+                       "inputs": {"model": ["unet", 0], "positive": positive, "negative": negative,
+                                  "latent_image": latent, "seed": 1, "steps": steps, "cfg": 9.0,
+                                  "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
+    graph["capture"] = {"class_type": "Pix2GifTest_CaptureLatent", "inputs": {"samples": ["sample", 0], "key": "i2v"}}
+    return graph
+
+
+def _sample(host, test_nodes, executor=None, **kwargs) -> torch.Tensor:
+    result = host.run(prompt(**kwargs), executor=executor)
+    assert result.success, result.error or result.validation_error
+    return test_nodes.CAPTURED["i2v"]
+
+
+def test_ksampler_makes_a_clip_from_the_conditioning_node(host, test_nodes, parts):
+    latent = _sample(host, test_nodes)
+    assert latent.shape == (FRAMES, 4, HEIGHT // 8, WIDTH // 8)
+    assert latent.isfinite().all() and latent.std() > 0.01
+    assert (latent[0] - latent[-1]).abs().max() > 1e-4  # frames differ: a clip, not one image repeated
+
+
+def test_the_image_reaches_the_model_through_the_latent_and_clip_paths_only(host, test_nodes, parts):
+    executor = host.make_executor()  # one executor: the unchanged text, CLIP vision and VAE nodes run once
+
+    def changed(unet: str) -> float:
+        a = _sample(host, test_nodes, executor, unet=unet, image_seed=0, steps=1)
+        b = _sample(host, test_nodes, executor, unet=unet, image_seed=1, steps=1)
+        return (a - b).abs().max().item()
+
+    assert changed("tiny_i2vgen_xl.safetensors") > 1e-4
+    assert changed("tiny_i2vgen_xl_no_latent.safetensors") > 1e-4  # the CLIP path alone still carries it
+    assert changed("tiny_i2vgen_xl_no_image.safetensors") == 0.0  # no latent branch, no CLIP tokens: no image
+
+
+def test_the_uncond_branch_has_the_negative_text_zero_clip_image_and_the_same_latent(host, parts):
+    import nodes
+
+    node = nodes.NODE_CLASS_MAPPINGS["Pix2Gif_I2VGenXLConditioning"]()
+    positive = [[torch.ones(1, 77, CLIP_VISION_DIM), {}]]
+    negative = [[torch.full((1, 77, CLIP_VISION_DIM), -1.0), {}]]
+    image = torch.rand(1, 40, 64, 3, generator=torch.Generator().manual_seed(3))
+    vae = nodes.NODE_CLASS_MAPPINGS["Pix2GifTest_TinyCheckpoint"]().load(0)[2]
+    pos, neg, latent = node.encode(positive=positive, negative=negative, clip_vision=parts[CLIP_VISION_DIM],
+                                   vae=vae, image=image, width=WIDTH, height=HEIGHT, frames=FRAMES, fps=16)
+    (pos_text, pos_opts), (neg_text, neg_opts) = pos[0], neg[0]
+    assert torch.equal(pos_text, positive[0][0]) and torch.equal(neg_text, negative[0][0])
+    assert pos_opts["i2vgen_image_embedding"].abs().max() > 0
+    assert torch.equal(neg_opts["i2vgen_image_embedding"], torch.zeros_like(pos_opts["i2vgen_image_embedding"]))
+    assert torch.equal(neg_opts["i2vgen_image_latent"], pos_opts["i2vgen_image_latent"])
+    assert pos_opts["i2vgen_image_latent"].shape == (1, 4, HEIGHT // 8, WIDTH // 8)
+    assert latent["samples"].shape == (FRAMES, 4, HEIGHT // 8, WIDTH // 8)
+
+
+@pytest.mark.parametrize("weight_dtype, expected", [("as stored", torch.float32), ("bf16", torch.bfloat16)])
+def test_the_weights_keep_the_file_dtype_unless_asked(host, parts, weight_dtype, expected):
+    import nodes
+
+    model = nodes.NODE_CLASS_MAPPINGS["Pix2Gif_LoadI2VGenXLModel"]().load("tiny_i2vgen_xl.safetensors", weight_dtype)[0]
+    assert {p.dtype for p in model.model.diffusion_model.parameters()} == {expected}
+    assert model.model.get_dtype() == expected
+
+
+def test_the_model_samples_v_prediction_on_the_zero_snr_cosine_schedule(host, parts):
+    import nodes
+
+    model = nodes.NODE_CLASS_MAPPINGS["Pix2Gif_LoadI2VGenXLModel"]().load("tiny_i2vgen_xl.safetensors")[0]
+    sampling = model.get_model_object("model_sampling") if hasattr(model, "get_model_object") \
+        else model.model.model_sampling
+
+    def alpha_bar(t: int) -> float:  # cosine ᾱ, then √ᾱ rescaled so that the last step's is 0
+        f = [math.cos((u / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2 for u in range(1001)]
+        cumulative, roots = 1.0, []
+        for step in range(1000):
+            cumulative *= 1 - min(1 - f[step + 1] / f[step], 0.999)
+            roots.append(math.sqrt(cumulative))
+        first, last = roots[0], roots[-1]
+        return ((roots[t] - last) * first / (first - last)) ** 2
+
+    for t in (0, 10, 500, 900, 998):
+        assert sampling.sigmas[t].item() == pytest.approx(math.sqrt((1 - alpha_bar(t)) / alpha_bar(t)), rel=1e-4)
+    sigma = torch.tensor([2.5])
+    x, v = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2)
+    expected = x / (sigma ** 2 + 1) - v * sigma / (sigma ** 2 + 1).sqrt()
+    assert torch.allclose(sampling.calculate_denoised(sigma, v, x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("change, node, words", [
+    ({"conditioning": False}, "KSampler", ["I2VGen-XL Conditioning"]),
+    ({"width": 44}, "I2VGen-XL Conditioning", ["width/height", "multiples of 8"]),
+    ({"projection_dim": 48}, "I2VGen-XL Conditioning", ["clip_vision", "ViT-H"]),
+    ({"unet": "sd15_unet.safetensors"}, "Load I2VGen-XL Model", ["sd15_unet.safetensors", "Stable Diffusion"]),
+])
+def test_bad_input_is_refused_clearly(host, parts, change, node, words):
+    result = host.run(prompt(**change))
+    assert not result.success
+    message = result.error["exception_message"]
+    assert all(word in message for word in words), message
+    if node != "KSampler":
+        assert f"[{node}]" in message
+
+
+REFINED_WIDTH, REFINED_HEIGHT = 64, 64
+
+
+def cascade_prompt(denoise: float) -> dict:
+    """Base clip → decode → resize (ImageScale, centre crop) → encode → re-sampled at the new size from
+    ``denoise`` (0.7 ≈ t 700, SDEdit) with a brief text, the conditioning rebuilt at the new size. KSampler as
+    the README says; the GIF Sampler for denoise 0 (KSampler on ComfyUI 2024-03 divides by the denoise)."""
+    graph = prompt()
+    del graph["capture"]
+    graph.update({
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["ckpt", 2]}},
+        "scale": {"class_type": "ImageScale", "inputs": {"image": ["decode", 0], "upscale_method": "bilinear",
+                                                         "width": REFINED_WIDTH, "height": REFINED_HEIGHT,
+                                                         "crop": "center"}},
+        "encode": {"class_type": "VAEEncode", "inputs": {"pixels": ["scale", 0], "vae": ["ckpt", 2]}},
+        "brief": {"class_type": "CLIPTextEncode", "inputs": {"text": "sharp, detailed", "clip": ["ckpt", 1]}},
+        "cond2": {"class_type": "Pix2Gif_I2VGenXLConditioning",
+                  "inputs": {"positive": ["brief", 0], "negative": ["neg", 0], "clip_vision": ["parts", 0],
+                             "vae": ["ckpt", 2], "image": ["scale", 0], "width": REFINED_WIDTH,
+                             "height": REFINED_HEIGHT, "frames": FRAMES, "fps": 16}},
+        "refine": {"class_type": "KSampler",
+                   "inputs": {"model": ["unet", 0], "positive": ["cond2", 0], "negative": ["cond2", 1],
+                              "latent_image": ["encode", 0], "seed": 2, "steps": 2, "cfg": 9.0,
+                              "sampler_name": "euler", "scheduler": "normal", "denoise": denoise}},
+        "capture_encoded": {"class_type": "Pix2GifTest_CaptureLatent",
+                            "inputs": {"samples": ["encode", 0], "key": "encoded"}},
+        "capture_refined": {"class_type": "Pix2GifTest_CaptureLatent",
+                            "inputs": {"samples": ["refine", 0], "key": "refined"}},
+    })
+    if denoise == 0.0:
+        inputs = graph["refine"]["inputs"]
+        graph["refine"] = {"class_type": "Pix2Gif_GifSampler", "inputs": {
+            **{k: v for k, v in inputs.items() if k != "latent_image"}, "start_latent": inputs["latent_image"],
+            "frames": FRAMES, "width": REFINED_WIDTH, "height": REFINED_HEIGHT}}
+    return graph
+
+
+@pytest.mark.parametrize("denoise", [0.0, 0.7])
+def test_cascade_refinement_resamples_the_resized_clip(host, test_nodes, parts, denoise):
+    result = host.run(cascade_prompt(denoise))
+    assert result.success, result.error or result.validation_error
+    encoded, refined = test_nodes.CAPTURED["encoded"], test_nodes.CAPTURED["refined"]
+    assert refined.shape == (FRAMES, 4, REFINED_HEIGHT // 8, REFINED_WIDTH // 8)
+    if denoise == 0.0:
+        assert torch.equal(refined, encoded)  # the resized clip after the VAE round trip, exactly
+    else:
+        assert refined.isfinite().all() and (refined - encoded).abs().max() > 1e-3
+
+
+def test_a_text_encoder_of_another_width_is_named(host, parts):
+    import nodes
+
+    model = nodes.NODE_CLASS_MAPPINGS["Pix2Gif_LoadI2VGenXLModel"]().load("tiny_i2vgen_xl.safetensors")[0]
+    conds = {"i2vgen_image_latent": torch.zeros(FRAMES, 4, 4, 6), "i2vgen_image_embedding": torch.zeros(FRAMES, 64),
+             "i2vgen_fps": torch.full((FRAMES,), 16.0), "i2vgen_frames": torch.full((FRAMES,), float(FRAMES))}
+    with pytest.raises(ValueError, match="text conditioning is 768 wide.*OpenCLIP ViT-H text encoder \\(64\\)"):
+        model.model.diffusion_model(torch.zeros(FRAMES, 4, 4, 6), torch.zeros(FRAMES),
+                                    context=torch.zeros(FRAMES, 77, 768), **conds)
+
+
+def test_more_frames_than_the_device_holds_are_refused_before_computing(host, test_nodes, parts, monkeypatch):
+    import comfy.model_management
+
+    test_nodes.CAPTURED.pop("i2v", None)
+    def one_kib_free(dev=None, torch_free_too=False):
+        return (1 << 10, 1 << 10) if torch_free_too else 1 << 10
+
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", one_kib_free)
+    result = host.run(prompt())
+    assert not result.success and "i2v" not in test_nodes.CAPTURED
+    message = result.error["exception_message"]
+    assert f"{FRAMES} frames at {WIDTH}×{HEIGHT} need" in message and "I2VGen-XL Conditioning" in message, message
