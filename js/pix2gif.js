@@ -1,8 +1,12 @@
 // Pix2Gif front-end extension: shows the clip's format and frame rate under an animated output preview.
 import { app } from "../../scripts/app.js";
 
-app.registerExtension({
-  name: "pix2gif.animationInfo",
+const EXTENSION_NAME = "pix2gif.animationInfo";
+
+// A second copy of the pack (a fork in another custom_nodes folder) serves this file under its own URL, so the
+// front end imports it twice: register once.
+if (!app.extensions?.some((extension) => extension.name === EXTENSION_NAME)) app.registerExtension({
+  name: EXTENSION_NAME,
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData.name !== "Pix2Gif_SaveAnimation") return;
     const onExecuted = nodeType.prototype.onExecuted;
