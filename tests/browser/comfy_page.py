@@ -51,9 +51,12 @@ class ComfyPage:
         page.on("console", lambda m: comfy.console.append(ConsoleLine(m.type, m.text, m.location.get("url", ""))))
         page.on("pageerror", lambda e: comfy.console.append(ConsoleLine("pageerror", f"{e}\n{e.stack or ''}")))
         page.goto(url)
-        page.wait_for_function("() => window.app?.graph && window.LiteGraph?.registered_node_types"
-                               "?.Pix2Gif_SaveAnimation", timeout=APP_READY_TIMEOUT_MS)
+        comfy.wait_until_ready()
         return comfy
+
+    def wait_until_ready(self) -> None:
+        self.page.wait_for_function("() => window.app?.graph && window.LiteGraph?.registered_node_types"
+                                    "?.Pix2Gif_SaveAnimation", timeout=APP_READY_TIMEOUT_MS)
 
     def our_problems(self, since: int = 0) -> list[ConsoleLine]:
         """Console errors, warnings and uncaught exceptions from the pack (after the first ``since`` lines)."""
@@ -77,3 +80,26 @@ class ComfyPage:
 
     def close(self) -> None:
         self.page.close()
+
+
+DROP_FILE_JS = """async ({url, name, mime}) => {
+  const blob = await (await fetch(url)).blob();
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([blob], name, {type: mime}));
+  const canvas = app.canvasEl ?? document.querySelector("canvas");
+  for (const kind of ["dragenter", "dragover", "drop"]) {
+    canvas.dispatchEvent(new DragEvent(kind, {dataTransfer: transfer, bubbles: true, cancelable: true}));
+  }
+}"""
+
+
+def drop_file(comfy: ComfyPage, url: str, name: str, mime: str) -> None:
+    """Drop the file served at ``url`` onto the canvas, as a person drags it in from their file manager."""
+    comfy.page.evaluate(DROP_FILE_JS, {"url": url, "name": name, "mime": mime})
+    comfy.page.wait_for_timeout(1500)
+
+
+def saved_graph(comfy: ComfyPage) -> dict[str, tuple[str, list]]:
+    """node id → (type, widget values) of the workflow the page would save now."""
+    return {str(node["id"]): (node["type"], node.get("widgets_values") or [])
+            for node in comfy.page.evaluate("() => app.graph.serialize().nodes")}

@@ -28,12 +28,17 @@ REPORTS = REPO_ROOT / ".comfy-ci" / "reports" / f"browser-{HOST}"
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 #: the folder name a user's clone might have; the registration test adds a second one
 PACK_FOLDER = "ComfyUI-Pix2Gif"
+#: a returning user's settings: no first-run template dialog over the canvas
+USER_SETTINGS = {"Comfy.TutorialCompleted": True}
 
 
 def start_server(workdir: Path, pack_folders: tuple[str, ...]) -> ComfyServer:
     server = ComfyServer.start(comfy_host.host_root(HOST), workdir, pack_folders)
     for asset in (WORKFLOWS_DIR / "assets").iterdir():  # what the workflows' Notes tell users to copy
         shutil.copy2(asset, server.base / "input" / asset.name)
+    request = urllib.request.Request(server.url + "/settings", data=json.dumps(USER_SETTINGS).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=60).close()
     return server
 
 

@@ -8,32 +8,12 @@ import math
 
 import pytest
 from conftest import WORKFLOWS_DIR
+from node_definitions import widget_names
 
 WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
-WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 #: nodes of the front end alone (no definition on the server) and their widgets in saved order
 FRONT_END_NODES = {"Note": ["text"], "MarkdownNote": ["text"]}
-SEED_NAMES = ("seed", "noise_seed")
 PACK_PREFIX = "Pix2Gif_"
-
-
-def widget_names(definition: dict) -> list[str | None]:
-    """The names of a node's saved widget values in order, from the server's definition (None: the 'control after
-    generate' value the front end saves after a seed)."""
-    inputs = definition["input"]
-    order = definition.get("input_order") or {section: list(specs) for section, specs in inputs.items()}
-    names: list[str | None] = []
-    for section in ("required", "optional"):
-        for name in order.get(section, []):
-            kind, options = inputs[section][name][0], (inputs[section][name] + [{}])[1]
-            if not (isinstance(kind, list) or kind in WIDGET_TYPES) or options.get("forceInput"):
-                continue
-            names.append(name)
-            if options.get("image_upload"):  # the front end's upload button, saved after the file name
-                names.append("upload")
-            if kind == "INT" and (name in SEED_NAMES or options.get("control_after_generate")):
-                names.append(None)
-    return names
 
 
 def same(a, b) -> bool:

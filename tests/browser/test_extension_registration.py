@@ -1,5 +1,6 @@
 """The pack installed twice, under two folder names (a clone and a fork side by side): the front end imports
-js/pix2gif.js once per folder, and the extension registers once, with no console error or warning from the pack."""
+js/pix2gif.js once per folder, and the extension registers once, with no console error or warning from the pack, on
+the first load and after a reload."""
 from __future__ import annotations
 
 import pytest
@@ -29,5 +30,12 @@ def test_extension_registers_once_from_two_folders(browser, twice_installed):
             sorted(f"{folder}/pix2gif.js" for folder in (PACK_FOLDER, SECOND_FOLDER))
         assert registered == 1
         assert not comfy.our_problems(), [line.text[:300] for line in comfy.our_problems()]
+
+        comfy.page.reload()
+        comfy.wait_until_ready()
+        comfy.page.wait_for_timeout(2000)
+        assert comfy.page.evaluate("(name) => app.extensions.filter((e) => e.name === name).length",
+                                   EXTENSION_NAME) == 1
+        assert not comfy.our_problems(), "after a reload: " + str([line.text[:300] for line in comfy.our_problems()])
     finally:
         comfy.close()

@@ -217,9 +217,11 @@ class TrainingSetup:
 
     def train(self, steps: int, learning_rate: float, *, save_every: int = 0, prefix: str = "training/run"):
         with torch.inference_mode():
-            return node("Pix2Gif_TrainMotionEmbeddings").train(self.patched, self.positive, self.vae, moving_square(),
-                                                               steps, learning_rate, "plain", "1280", 7, save_every,
-                                                               prefix)
+            output = node("Pix2Gif_TrainMotionEmbeddings").train(self.patched, self.positive, self.vae, moving_square(),
+                                                                 steps, learning_rate, "plain", "1280", 7, save_every,
+                                                                 prefix)
+        assert output["ui"]["text"] == [output["result"][1]], "the node shows the loss log it outputs"
+        return output["result"]
 
 
 def window_means(log: str) -> list[float]:
