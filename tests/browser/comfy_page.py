@@ -103,3 +103,13 @@ def saved_graph(comfy: ComfyPage) -> dict[str, tuple[str, list]]:
     """node id → (type, widget values) of the workflow the page would save now."""
     return {str(node["id"]): (node["type"], node.get("widgets_values") or [])
             for node in comfy.page.evaluate("() => app.graph.serialize().nodes")}
+
+
+def overlapping(nodes: list[dict], title_height: float) -> list[tuple[str, str]]:
+    """Pairs of node ids whose boxes (title bar included) overlap, from ``ComfyPage.nodes()``."""
+    boxes = {n["id"]: (n["pos"][0], n["pos"][1] - title_height, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in nodes}
+    ids = sorted(boxes)
+    return [(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]
+            if boxes[a][0] < boxes[b][2] and boxes[b][0] < boxes[a][2]
+            and boxes[a][1] < boxes[b][3] and boxes[b][1] < boxes[a][3]]

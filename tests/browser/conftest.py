@@ -28,8 +28,9 @@ REPORTS = REPO_ROOT / ".comfy-ci" / "reports" / f"browser-{HOST}"
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 #: the folder name a user's clone might have; the registration test adds a second one
 PACK_FOLDER = "ComfyUI-Pix2Gif"
-#: a returning user's settings: no first-run template dialog over the canvas
-USER_SETTINGS = {"Comfy.TutorialCompleted": True}
+#: a returning user's settings: no first-run template dialog, and no missing-models dialog (the bundled workflows
+#: name models this machine lacks) over the canvas in the screenshots
+USER_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False}
 
 
 def start_server(workdir: Path, pack_folders: tuple[str, ...]) -> ComfyServer:

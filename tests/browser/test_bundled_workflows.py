@@ -8,6 +8,7 @@ import math
 
 import pytest
 from conftest import WORKFLOWS_DIR
+from comfy_page import overlapping
 from node_definitions import widget_names
 
 WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
@@ -20,15 +21,6 @@ def same(a, b) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, abs_tol=1e-6)
     return a == b
-
-
-def overlapping(nodes: list[dict], title_height: float) -> list[tuple[str, str]]:
-    boxes = {n["id"]: (n["pos"][0], n["pos"][1] - title_height, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
-             for n in nodes}
-    ids = sorted(boxes)
-    return [(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]
-            if boxes[a][0] < boxes[b][2] and boxes[b][0] < boxes[a][2]
-            and boxes[a][1] < boxes[b][3] and boxes[b][1] < boxes[a][3]]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])

@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from comfy_page import drop_file, saved_graph
+from comfy_page import drop_file, overlapping, saved_graph
 from conftest import WORKFLOWS_DIR
 from node_definitions import widget_names
 from PIL import Image, ImageSequence
@@ -101,6 +101,7 @@ def test_run_plays_in_the_node_and_the_output_restores_the_graph(comfy, server, 
     assert shown["tag"] == ("video" if format == "mp4" else "img")
     assert urllib.parse.parse_qs(urllib.parse.urlparse(shown["src"]).query)["filename"] == [clip["filename"]]
     assert distinct_frames_shown(comfy) > 1, "the node shows a still picture, not the animation"
+    assert not overlapping(comfy.nodes(), comfy.title_height()), "the preview pushed its node over another"
 
     data = fetch(server, clip)
     frames, (width, height) = file_facts(data, format)
