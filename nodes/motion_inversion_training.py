@@ -298,7 +298,8 @@ class TrainMotionEmbeddings:
                                     learning_rate, LOSSES[loss], seed, save_every, filename_prefix, metadata)
             run_in_sampling(trainable, positive, latent, torch.cat([schedule, schedule.new_zeros(1)]), run)
         trained = detached(embeddings, {**metadata, "final_loss": f"{run.mean_recent_loss():.5f}"})
-        return trained, "\n".join(run.log)
+        log = "\n".join(run.log)
+        return {"ui": {"text": [log]}, "result": (trained, log)}  # ui: the loss log shown in the node
 
 
 NODE_CLASSES = {node_id("TrainMotionEmbeddings"): TrainMotionEmbeddings}

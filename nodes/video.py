@@ -10,6 +10,7 @@ import comfy.utils
 import folder_paths
 
 from ..pix2gif_core.video.animation_writer import AnimationOptions, write_animation, write_workflow_image
+from ..pix2gif_core.video.gif_encoder import pingpong_order
 from .conventions import category, display_name, input_error, node_id, path_inside, reported_as
 
 FORMATS = ("gif", "webp", "apng", "mp4")
@@ -118,8 +119,10 @@ class SaveAnimation:
                 companion = [{"filename": still.name, "subfolder": subfolder,
                               "type": "output" if save_output else "temp"}]
         progress.update(1)
+        frames = len(pingpong_order(images.shape[0])) if pingpong else images.shape[0]
         result = {"filename": filename, "subfolder": subfolder, "type": "output" if save_output else "temp",
-                  "format": format, "frame_rate": fps}
+                  "format": format, "frame_rate": fps, "frames": frames, "width": images.shape[2],
+                  "height": images.shape[1], "loop_count": loop_count}  # the node's info line and player
         return {"ui": {"images": [result], "animated": (True,), "workflow_png": companion}}
 
 

@@ -32,6 +32,39 @@ def install_workflow_assets() -> None:
         shutil.copy2(asset, Path(folder_paths.get_input_directory()) / asset.name)
 
 
+def run(host: comfy_host.Host, path: Path, workdir: Path, tiny_models: bool = False,
+        models: Path | None = None) -> comfy_host.PromptResult:
+    """Run the UI workflow at ``path`` on the booted ``host`` (its assets installed, tiny models swapped in when
+    asked, ``models`` registered), with the workflow embedded as the browser would send it."""
+    import folder_paths
+    import nodes
+
+    install_workflow_assets()
+    prompt = workflow.to_prompt(workflow.load(path), nodes.NODE_CLASS_MAPPINGS)
+    if tiny_models:
+        workflow.use_tiny_models(prompt, workdir / "animatediff_models")
+        folder_paths.add_model_folder_path("animatediff_models", str(workdir / "animatediff_models"))
+    if models:
+        for folder in ("checkpoints", "animatediff_models"):
+            folder_paths.add_model_folder_path(folder, str(models / folder))
+    return host.run(prompt, {"extra_pnginfo": {"workflow": workflow.load(path)}})
+
+
+def saved_file(item: dict) -> Path:
+    """Where a node's UI output item (``{"filename", "subfolder", "type"}``) lies on disk."""
+    import folder_paths
+
+    return Path(folder_paths.get_directory_by_type(item["type"])) / item["subfolder"] / item["filename"]
+
+
+def start_host(host_name: str) -> tuple[comfy_host.Host, Path]:
+    """Boot ``host_name`` in a fresh work folder with the test-only custom nodes; returns the host and the folder."""
+    workdir = Path(tempfile.mkdtemp(prefix="pix2gif-run-"))
+    host = comfy_host.start(host_name, workdir, (HARNESS_DIR / "custom_nodes",))
+    sys.path.append(str(comfy_host.REPO_ROOT))
+    return host, workdir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("workflow", type=Path)
@@ -41,29 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, help="folder with checkpoints/ and animatediff_models/")
     args = parser.parse_args(argv)
 
-    workdir = Path(tempfile.mkdtemp(prefix="pix2gif-run-"))
-    host = comfy_host.start(args.host, workdir, (HARNESS_DIR / "custom_nodes",))
-    import folder_paths
-    import nodes
-
-    sys.path.append(str(comfy_host.REPO_ROOT))
-    install_workflow_assets()
-    prompt = workflow.to_prompt(workflow.load(args.workflow), nodes.NODE_CLASS_MAPPINGS)
-    if args.tiny_models:
-        workflow.use_tiny_models(prompt, workdir / "animatediff_models")
-        folder_paths.add_model_folder_path("animatediff_models", str(workdir / "animatediff_models"))
-    if args.models:
-        for folder in ("checkpoints", "animatediff_models"):
-            folder_paths.add_model_folder_path(folder, str(args.models / folder))
-    result = host.run(prompt, {"extra_pnginfo": {"workflow": workflow.load(args.workflow)}})
+    host, workdir = start_host(args.host)
+    result = run(host, args.workflow, workdir, args.tiny_models, args.models)
     if not result.success:
         print(result.error or result.validation_error, file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     for node_id, output in result.outputs.items():
         for item in output.get("images", []):
-            source = Path(folder_paths.get_directory_by_type(item["type"])) / item["subfolder"] / item["filename"]
-            shutil.copy2(source, args.out / item["filename"])
+            shutil.copy2(saved_file(item), args.out / item["filename"])
             print(f"node {node_id}: wrote {args.out / item['filename']}")
         for text in output.get("text", []):
             print(f"node {node_id}: {text}")

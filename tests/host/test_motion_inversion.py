@@ -252,8 +252,10 @@ class TrainingSetup:
         trainer = node("Pix2Gif_TrainMotionEmbeddings")
         layers = layers or trainer.INPUT_TYPES()["required"]["layers"][1]["default"]
         with torch.inference_mode():
-            return trainer.train(self.patched, self.positive, self.vae, moving_square(), steps, learning_rate,
-                                 "plain", layers, seed, save_every, prefix)
+            output = trainer.train(self.patched, self.positive, self.vae, moving_square(), steps, learning_rate,
+                                   "plain", layers, seed, save_every, prefix)
+        assert output["ui"]["text"] == [output["result"][1]], "the node shows the loss log it outputs"
+        return output["result"]
 
 
 def window_means(log: str) -> list[float]:
