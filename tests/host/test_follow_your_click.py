@@ -208,3 +208,54 @@ def test_mask_of_another_size_is_refused(host, motion_file, executor):
     assert not result.success
     message = result.error["exception_message"]
     assert "[Regional Motion] mask is 128×64 px but the video is 64×64 px" in message
+
+
+TEXTURE_IMAGE = "fyc_texture.png"
+
+
+@pytest.fixture(scope="module")
+def texture_image(host) -> str:
+    import folder_paths
+
+    rng = np.random.default_rng(1)
+    noise = torch.from_numpy(rng.random((3, SIZE * 2, SIZE * 2))).float()
+    smooth = torch.nn.functional.avg_pool2d(noise[None], 5, 1, 2)[0].permute(1, 2, 0).numpy()
+    Image.fromarray((smooth * 255).round().astype(np.uint8)).save(Path(folder_paths.get_input_directory()) /
+                                                                  TEXTURE_IMAGE)
+    return TEXTURE_IMAGE
+
+
+def measured_flow(host, clip: dict) -> str:
+    """Measure Motion's text for ``clip`` nodes (ending in "clip") with the region mask scaled to the clip."""
+    prompt = {**clip,
+              "region": {"class_type": "LoadImageMask", "inputs": {"image": MASK_IMAGE, "channel": "red"}},
+              "region_image": {"class_type": "MaskToImage", "inputs": {"mask": ["region", 0]}},
+              "region_scaled": {"class_type": "ImageScale",
+                                "inputs": {"image": ["region_image", 0], "upscale_method": "nearest-exact",
+                                           "width": SIZE * 2, "height": SIZE * 2, "crop": "disabled"}},
+              "region_mask": {"class_type": "ImageToMask", "inputs": {"image": ["region_scaled", 0],
+                                                                      "channel": "red"}},
+              "measure": {"class_type": "Pix2Gif_MeasureMotion", "inputs": {"images": ["clip", 0],
+                                                                            "mask": ["region_mask", 0]}}}
+    result = host.run(prompt)
+    assert result.success, result.error or result.validation_error
+    return result.outputs["measure"]["text"][0]
+
+
+def flow_values(text: str) -> tuple[float, float]:
+    inside = float(text.split("flow inside the mask ")[1].split(" px")[0])
+    outside = float(text.split(", outside ")[1].split(" px")[0])
+    return inside, outside
+
+
+def test_measure_motion_reports_flow_inside_and_outside_the_mask(host, input_images, texture_image):
+    image = {"class_type": "LoadImage", "inputs": {"image": texture_image}}
+    still = measured_flow(host, {"image": image, "clip": {"class_type": "RepeatImageBatch",
+                                                          "inputs": {"image": ["image", 0], "amount": 3}}})
+    assert flow_values(still) == (0.0, 0.0)
+    moving = measured_flow(host, {"image": image, "clip": {
+        "class_type": "Pix2Gif_MotionPreview",
+        "inputs": {"image": ["image", 0], "motion": "translate", "magnitude": 12.0, "direction": 0.0, "frames": 4,
+                   "edge": "reflect", "center_x": 0.5, "center_y": 0.5, "sway_cycles": 1.0}}})
+    inside, outside = flow_values(moving)
+    assert abs(inside - 8.0) <= 0.8 and abs(outside - 8.0) <= 0.8, moving  # the whole image moves 4, 8, 12 px
