@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..pix2gif_core.follow_your_click.region_motion import region_motion
 from ..pix2gif_core.metrics.motion_magnitude import measure_motion
 from . import memory_budget
 from .conventions import category, display_name, input_error, node_id, reported_as
@@ -16,22 +17,28 @@ class MeasureMotion:
     DESCRIPTION = ("Pix2Gif's motion metric: Shi–Tomasi corners on the first (or reference) frame tracked with "
                    "pyramidal Lucas–Kanade into every frame; per frame the mean displacement of points moving more "
                    "than 1 px, and their mean over the clip (pixels at the frames' resolution). Use it to pick "
-                   "Pix2Gif magnitudes from a reference clip (measure at 256×256) or to check a generation.")
+                   "Pix2Gif magnitudes from a reference clip (measure at 256×256) or to check a generation. With a "
+                   "mask: the mean flow magnitude of corner and grid points inside and outside it (Follow-Your-"
+                   "Click's motion strength; a still background gives 0).")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"images": ("IMAGE",)},
                 "optional": {"reference": ("IMAGE", {"tooltip": "Measure every frame against this image instead "
-                                                                "of the first frame (Pix2Gif: the source image)"})}}
+                                                                "of the first frame (Pix2Gif: the source image)"}),
+                             "mask": ("MASK", {"tooltip": "Also report the mean flow magnitude inside and outside "
+                                                          "this region (e.g. Click Mask's), frames' size"})}}
 
-    RETURN_TYPES = ("FLOAT", "STRING")
-    RETURN_NAMES = ("magnitude", "per_frame")
-    OUTPUT_TOOLTIPS = ("Mean over the measured frames, pixels", "Comma-separated magnitude of each frame, pixels")
+    RETURN_TYPES = ("FLOAT", "STRING", "FLOAT", "FLOAT")
+    RETURN_NAMES = ("magnitude", "per_frame", "inside", "outside")
+    OUTPUT_TOOLTIPS = ("Mean over the measured frames, pixels", "Comma-separated magnitude of each frame, pixels",
+                       "With a mask: mean flow magnitude of points inside it, pixels (else 0)",
+                       "With a mask: mean flow magnitude of points outside it, pixels (else 0)")
     FUNCTION = "measure"
     OUTPUT_NODE = True
     CATEGORY = category("Motion")
 
-    def measure(self, images, reference=None):
+    def measure(self, images, reference=None, mask=None):
         frames = images[..., :3]
         if reference is not None:
             if reference.shape[1:3] != images.shape[1:3]:
@@ -47,7 +54,17 @@ class MeasureMotion:
         per_frame = result.per_frame[1:] if reference is not None else result.per_frame
         listed = ", ".join(f"{value:.2f}" for value in per_frame.tolist())
         summary = f"motion {result.clip:.2f} px ({result.corners} corners); per frame: {listed}"
-        return {"ui": {"text": [summary]}, "result": (result.clip, listed)}
+        inside = outside = 0.0
+        if mask is not None:
+            if mask.dim() == 3 and mask.shape[0] != 1:
+                raise input_error(self.TITLE, f"mask holds {mask.shape[0]} masks; connect one")
+            with reported_as(self.TITLE):
+                regional = region_motion(frames, mask.reshape(mask.shape[-2:]).to(frames.device),
+                                         chunk=memory_budget.frames_per_chunk(per_frame_bytes, count))
+            inside, outside = regional.inside, regional.outside
+            summary += (f"; flow inside the mask {inside:.2f} px ({regional.points_inside} points), outside "
+                        f"{outside:.2f} px ({regional.points_outside} points)")
+        return {"ui": {"text": [summary]}, "result": (result.clip, listed, inside, outside)}
 
 
 NODE_CLASSES = {node_id("MeasureMotion"): MeasureMotion}

@@ -264,7 +264,7 @@ def test_measure_motion_recovers_a_translation_and_measures_against_a_reference(
     with torch.inference_mode():
         measured = node("Pix2Gif_MeasureMotion").measure(frames)
         against_reference = node("Pix2Gif_MeasureMotion").measure(frames[1:], reference=image)
-    clip_magnitude, per_frame = measured["result"]
+    clip_magnitude, per_frame = measured["result"][:2]
     values = [float(v) for v in per_frame.split(",")]
     assert len(values) == 4 and values[0] == 0.0 and abs(values[-1] - 12.0) <= 1.2
     assert abs(clip_magnitude - 8.0) <= 0.8  # frames move 4, 8, 12 px

@@ -1,0 +1,271 @@
+"""Nodes: Follow-Your-Click with public weights (methods.md §5) – clicks → Segment-Anything mask, and the patch
+that confines a motion-patched MODEL's movement to that mask.
+
+- *Load SAM Model* reads a Segment-Anything folder (Hugging Face layout) from ``models/sams``;
+- *Click Mask* turns clicks (JSON ``[[x, y, 1], [x, y, 0]]`` in image pixels, the click picker's widget) and an
+  IMAGE into a MASK (best-scoring multimask output, optional dilation and feather);
+- *Regional Motion* patches a motion-patched MODEL (after AnimateZero / Apply Motion Embeddings when used):
+  a UNet function wrapper, outermost, gives the UNet frame 0's latent outside the region (just before the UNet,
+  after other wrappers' pinning) and returns frame 0's prediction there; a post-CFG hook does the same to the
+  guided prediction; on ComfyUI ≥ 0.3 an outer-sample wrapper starts every frame from frame 0's noise where the
+  region is 0, so outside latents equal frame 0's bit for bit with deterministic samplers (on 2024-03, within
+  float rounding). With a first-frame LATENT, frame 0 (and so the outside) is pinned to that image's latent.
+"""
+from __future__ import annotations
+
+import os
+
+import comfy.model_management
+import comfy.utils
+import numpy as np
+import torch
+
+from ..pix2gif_core.animatezero.first_frame_pinning import pin_first_frames
+from ..pix2gif_core.follow_your_click.click_points import parse_clicks
+from ..pix2gif_core.follow_your_click.regional_confinement import CONFINEMENTS, confine, latent_region, shared_noise
+from ..pix2gif_core.follow_your_click.sam_segmentation import BEST, SamSegmenter, load_sam, refine_mask, segment
+from . import model_folders
+from .animatediff_injection import motion_placement
+from .conventions import category, display_name, input_error, node_id, reported_as
+
+SAMS = "sams"
+SAM_TYPE = "PIX2GIF_SAM"
+MASK_CHOICES = {"best score": BEST, "0 (smallest)": 0, "1": 1, "2 (largest)": 2}
+NOISE_WRAPPER_KEY = "pix2gif_regional_motion"
+
+
+def _sam_folders() -> list[str]:
+    """Sub-folders of ``models/sams`` that hold a ``config.json`` (Hugging Face layout), sorted."""
+    found = set()
+    for root in model_folders.folders(SAMS):
+        if os.path.isdir(root):
+            found.update(name for name in os.listdir(root) if os.path.isfile(os.path.join(root, name, "config.json")))
+    return sorted(found)
+
+
+def _sam_path(name: str) -> str | None:
+    for root in model_folders.folders(SAMS):
+        path = os.path.join(root, name)
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return path
+    return None
+
+
+def _missing_sam_message() -> str:
+    where = " or ".join(model_folders.folders(SAMS))
+    return (f"no Segment-Anything model found. Download one in the Hugging Face layout (e.g. facebook/sam-vit-base: "
+            f"config.json + model.safetensors) into its own folder in {where} and press Refresh")
+
+
+class LoadSamModel:
+    TITLE = "Load SAM Model"
+    DESCRIPTION = ("Loads a Segment-Anything model (ViT-B/L/H) from a folder in models/sams in the Hugging Face "
+                   "layout (config.json + model.safetensors), run through transformers.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"sam_name": (_sam_folders(), {"tooltip": "Folder in models/sams"})}}
+
+    RETURN_TYPES = (SAM_TYPE,)
+    RETURN_NAMES = ("sam",)
+    FUNCTION = "load"
+    CATEGORY = category("Follow-Your-Click")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, sam_name):
+        available = _sam_folders()
+        if sam_name in available:
+            return True
+        if not available:
+            return f"[{cls.TITLE}] {_missing_sam_message()}"
+        return f"[{cls.TITLE}] sam_name: '{sam_name}' is not a SAM folder in models/sams; pick one from the list"
+
+    def load(self, sam_name):
+        path = _sam_path(sam_name)
+        if path is None:
+            raise input_error(self.TITLE, _missing_sam_message())
+        with reported_as(self.TITLE):
+            segmenter = load_sam(path)
+        return (segmenter,)
+
+
+class ClickMask:
+    TITLE = "Click Mask"
+    DESCRIPTION = ("Segment Anything from clicks: positive clicks on the object, negative ones on what must stay "
+                   "out, in image pixels (x right, y down, from the top-left corner). Multimask output; the "
+                   "best-scoring mask is taken unless another is chosen; optionally grown (dilation) and softened "
+                   "(feather) in pixels. One mask per image of the batch.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "sam": (SAM_TYPE,),
+            "image": ("IMAGE",),
+            "points": ("STRING", {"default": "[[256, 256, 1]]", "multiline": False,
+                                  "tooltip": "JSON clicks [[x, y, 1], [x, y, 0]]: 1 = object, 0 = background, "
+                                             "image pixels"}),
+            "mask_choice": (list(MASK_CHOICES), {"default": "best score",
+                                                 "tooltip": "Which of SAM's three masks: the best predicted IoU, or "
+                                                            "small → large"}),
+            "dilation": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip": "Grow the mask by this many pixels"}),
+            "feather": ("INT", {"default": 0, "min": 0, "max": 64,
+                                "tooltip": "Soften the edge over this many pixels (Gaussian)"}),
+        }}
+
+    RETURN_TYPES = ("MASK",)
+    RETURN_NAMES = ("mask",)
+    FUNCTION = "segment"
+    CATEGORY = category("Follow-Your-Click")
+
+    def segment(self, sam: SamSegmenter, image, points, mask_choice, dilation, feather):
+        if mask_choice not in MASK_CHOICES:
+            raise input_error(self.TITLE, f"mask_choice '{mask_choice}' is unknown; choose one of "
+                                          f"{', '.join(MASK_CHOICES)}")
+        with reported_as(self.TITLE):
+            clicks = parse_clicks(points, image.shape[2], image.shape[1])
+        progress = comfy.utils.ProgressBar(image.shape[0])
+        masks = []
+        for frame in image[..., :3]:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            pixels = (frame.float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            with reported_as(self.TITLE):
+                mask = segment(sam, np.ascontiguousarray(pixels), clicks, mask_index=MASK_CHOICES[mask_choice])
+            masks.append(refine_mask(mask, dilation, feather))
+            progress.update(1)
+        return (torch.stack(masks).to(comfy.model_management.intermediate_device()),)
+
+
+def _region_of(mask: torch.Tensor, confinement: str, strength: float):
+    """``latent_hw → (h, w)`` region weights, computed once per latent size."""
+    regions = {}
+
+    def region(latent_hw: tuple[int, int]) -> torch.Tensor:
+        if latent_hw not in regions:
+            with reported_as(RegionalMotion.TITLE):
+                regions[latent_hw] = latent_region(mask, latent_hw, confinement, strength)
+        return regions[latent_hw]
+
+    return region
+
+
+def _frames_of(batch: torch.Tensor, args: dict) -> int:
+    return batch.shape[0] // max(len(args.get("cond_or_uncond") or [0]), 1)
+
+
+def _regional_wrapper(region, first_latent: torch.Tensor | None, previous):
+    """UNet function wrapper: the UNet sees frame 0's latent outside the region (confined right before the UNet,
+    inside every other wrapper); its prediction is frame 0's there (and frame 0 the first-frame latent if given)."""
+
+    def wrapper(apply_model, args):
+        frames = _frames_of(args["input"], args)
+        weights = region(tuple(args["input"].shape[-2:]))
+
+        def confined_model(x, t, **kwargs):
+            return apply_model(confine(x, frames, weights), t, **kwargs)
+
+        out = previous(confined_model, args) if previous is not None else confined_model(args["input"],
+                                                                                         args["timestep"], **args["c"])
+        if first_latent is not None:
+            out = pin_first_frames(out, frames, first_latent)
+        return confine(out, frames, weights)
+
+    return wrapper
+
+
+def _confined_prediction(region, first_latent: torch.Tensor | None):
+    """Post-CFG hook: the guided prediction of every frame is frame 0's outside the region."""
+
+    def post_cfg(args):
+        denoised = args["denoised"]
+        frames = denoised.shape[0]
+        if first_latent is not None:
+            denoised = pin_first_frames(denoised, frames, first_latent)
+        return confine(denoised, frames, region(tuple(denoised.shape[-2:])))
+
+    return post_cfg
+
+
+def _shared_noise_wrapper(region):
+    """Outer-sample wrapper (ComfyUI ≥ 0.3): every frame starts from frame 0's noise where the region is 0."""
+
+    def wrapper(executor, noise, *args, **kwargs):
+        return executor(shared_noise(noise, region(tuple(noise.shape[-2:]))), *args, **kwargs)
+
+    return wrapper
+
+
+class RegionalMotion:
+    TITLE = "Regional Motion"
+    DESCRIPTION = (
+        "Only the masked region moves (Follow-Your-Click with public weights): outside the mask every frame is the "
+        "first frame – the UNet sees the first frame's latent there and its prediction is the first frame's – and "
+        "inside the motion model acts freely. Connect it LAST, after AnimateZero (its pinned first frame, i.e. the "
+        "image's trajectory, is then what the outside follows) or Apply Motion Embeddings; or give first_latent "
+        "(VAE Encode of the photo) to pin the first frame to the photo. hard: a latent cell moves when any of its "
+        "pixels is in the mask, outside latents equal the first frame's exactly with deterministic samplers "
+        "(ComfyUI ≥ 0.3; 2024-03: within float rounding); feathered: the mask's soft edge blends. strength scales "
+        "the motion inside (0 = a still clip). Mask of ones and strength 1 = the MODEL unchanged.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "A motion-patched MODEL (Apply Motion Model, AnimateZero, …)"}),
+                "mask": ("MASK", {"tooltip": "Where motion is allowed, at the video's pixel size (Click Mask)"}),
+                "confinement": (list(CONFINEMENTS), {"default": "hard",
+                                                     "tooltip": "hard: exact still background; feathered: the "
+                                                                "mask's soft edge blends"}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                       "tooltip": "Motion inside the mask: 1 = the motion model's, 0 = none"}),
+            },
+            "optional": {"first_latent": ("LATENT", {"tooltip": "The photo (VAE Encode): the first frame and the "
+                                                                "still outside become it"})},
+        }
+
+    RETURN_TYPES = ("MODEL", "STRING")
+    RETURN_NAMES = ("model", "report")
+    FUNCTION = "patch"
+    CATEGORY = category("Follow-Your-Click")
+
+    def patch(self, model, mask, confinement, strength, first_latent=None):
+        with reported_as(self.TITLE):
+            motion_placement(model)  # refuses a MODEL without motion model
+        if not 0.0 <= strength <= 1.0:
+            raise input_error(self.TITLE, f"strength {strength:g} is outside 0…1; 1 = full motion, 0 = none")
+        if mask.dim() == 3 and mask.shape[0] != 1:
+            raise input_error(self.TITLE, f"mask holds {mask.shape[0]} masks; connect one (e.g. the first of Click "
+                                          "Mask's batch)")
+        pixels = mask.reshape(mask.shape[-2:]).float().cpu()
+        coverage = float((pixels > 0.5).float().mean())
+        if confinement not in CONFINEMENTS:
+            raise input_error(self.TITLE, f"confinement '{confinement}' is unknown; choose one of "
+                                          f"{', '.join(CONFINEMENTS)}")
+        latent = None
+        if first_latent is not None:
+            samples = first_latent["samples"]
+            if samples.shape[0] != 1:
+                raise input_error(self.TITLE, f"first_latent holds {samples.shape[0]} latents; connect the VAE "
+                                              "Encode of one image")
+            with reported_as(self.TITLE):
+                latent_region(pixels, tuple(samples.shape[-2:]), confinement, strength)  # size check up front
+            latent = model.model.process_latent_in(samples.float())
+        region = _region_of(pixels, confinement, strength)
+        patched = model.clone()
+        patched.set_model_unet_function_wrapper(
+            _regional_wrapper(region, latent, patched.model_options.get("model_function_wrapper")))
+        patched.set_model_sampler_post_cfg_function(_confined_prediction(region, latent))
+        if hasattr(patched, "add_wrapper_with_key"):
+            import comfy.patcher_extension
+
+            patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, NOISE_WRAPPER_KEY,
+                                         _shared_noise_wrapper(region))
+        report = (f"motion confined to {coverage:.1%} of the image ({confinement}, strength {strength:.2f}); "
+                  "measure it with Measure Motion's mask input")
+        return {"ui": {"text": [report]}, "result": (patched, report)}
+
+
+NODE_CLASSES = {node_id("LoadSamModel"): LoadSamModel, node_id("ClickMask"): ClickMask,
+                node_id("RegionalMotion"): RegionalMotion}
+NODE_DISPLAY_NAMES = {key: display_name(cls.TITLE) for key, cls in NODE_CLASSES.items()}
+
+model_folders.register(SAMS)

@@ -1,0 +1,275 @@
+"""Follow-Your-Click with public weights in a real host: Click Mask against transformers' own SAM pipeline, and
+Regional Motion on the tiny SD1.5 + motion model.
+
+Tolerance: on ComfyUI ≥ 0.3 every frame starts from frame 0's noise outside the region, so outside latents equal
+frame 0's bit for bit; 2024-03 has no outer-sample wrapper, so there the sampler's own latents (other noise, same
+predictions) meet frame 0's after the last step within ``ROUNDING_ATOL`` (float rounding of that step).
+"""
+from __future__ import annotations
+
+import importlib.util
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+_spec = importlib.util.spec_from_file_location("sam_models", Path(__file__).resolve().parent.parent / "fixtures"
+                                               / "sam_models.py")
+sam_models = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sam_models)
+
+FRAMES, SIZE, STEPS, SEED = 4, 64, 2, 5
+ROUNDING_ATOL = 1e-5
+MASK_IMAGE = "fyc_region.png"
+OBJECTS_IMAGE = "fyc_objects.png"
+
+
+@pytest.fixture(scope="module")
+def sam_name(host, tmp_path_factory) -> str:
+    import folder_paths
+
+    root = tmp_path_factory.mktemp("sams")
+    sam_models.write_tiny_sam(root / "tiny_sam")
+    folder_paths.add_model_folder_path("sams", str(root))
+    return "tiny_sam"
+
+
+@pytest.fixture(scope="module")
+def input_images(host) -> None:
+    import folder_paths
+
+    folder = Path(folder_paths.get_input_directory())
+    Image.fromarray(sam_models.two_objects_image()).save(folder / OBJECTS_IMAGE)
+    region = np.zeros((SIZE, SIZE, 3), np.uint8)
+    region[16:40, 24:48] = 255  # latent cells 2..4 × 3..5
+    Image.fromarray(region).save(folder / MASK_IMAGE)
+
+
+def click_prompt(sam_name: str, points: str) -> dict:
+    return {"image": {"class_type": "LoadImage", "inputs": {"image": OBJECTS_IMAGE}},
+            "sam": {"class_type": "Pix2Gif_LoadSamModel", "inputs": {"sam_name": sam_name}},
+            "click": {"class_type": "Pix2Gif_ClickMask",
+                      "inputs": {"sam": ["sam", 0], "image": ["image", 0], "points": points,
+                                 "mask_choice": "best score", "dilation": 0, "feather": 0}},
+            "as_image": {"class_type": "MaskToImage", "inputs": {"mask": ["click", 0]}},
+            "capture": {"class_type": "Pix2GifTest_CaptureImage", "inputs": {"images": ["as_image", 0],
+                                                                             "key": "mask"}}}
+
+
+def test_click_mask_is_transformers_sam_mask(host, test_nodes, sam_name, input_images):
+    import folder_paths
+    from transformers import SamModel, SamProcessor
+    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+
+    result = host.run(click_prompt(sam_name, "[[18, 20, 1], [58, 26, 0]]"))
+    assert result.success, result.error or result.validation_error
+    mask = test_nodes.CAPTURED["mask"][0, ..., 0]
+    folder = Path(folder_paths.get_folder_paths("sams")[-1]) / sam_name
+    model = SamModel.from_pretrained(folder).eval()
+    processor = SamProcessor(SamImageProcessorPil(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}))
+    inputs = processor(images=sam_models.two_objects_image(), input_points=[[[[18, 20], [58, 26]]]],
+                       input_labels=[[[1, 0]]], return_tensors="pt")
+    with torch.no_grad():
+        out = model(pixel_values=inputs["pixel_values"], input_points=inputs["input_points"],
+                    input_labels=inputs["input_labels"], multimask_output=True)
+    logits = processor.post_process_masks(out.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"],
+                                          binarize=False)[0][0]
+    assert mask.shape == (48, 80)
+    assert torch.equal(mask, (logits[int(out.iou_scores[0, 0].argmax())] > 0).float())
+
+
+@pytest.mark.parametrize("points, words", [("[[80, 20, 1]]", "outside the 80×48 image"),
+                                           ("[]", "no click on the object")])
+def test_bad_clicks_are_refused(host, sam_name, input_images, points, words):
+    result = host.run(click_prompt(sam_name, points))
+    assert not result.success
+    message = result.error["exception_message"]
+    assert "[Click Mask] points" in message and words in message
+
+
+def regional_prompt(motion_file: str, mask: str | float | None, *, options: dict | None = None,
+                    animatezero: bool = False) -> dict:
+    """Tiny checkpoint → motion model (→ AnimateZero with a generated first frame) (→ Regional Motion with the
+    region image, or a solid mask of the given value) → GIF Sampler; the video latent captured as "video"."""
+    prompt = {
+        "ckpt": {"class_type": "Pix2GifTest_TinyCheckpoint", "inputs": {"seed": 0, "topology": "sd15"}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a dog wags its tail", "clip": ["ckpt", 1]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
+        "load_mm": {"class_type": "Pix2Gif_LoadMotionModel", "inputs": {"model_name": motion_file, "version": "auto"}},
+        "apply_mm": {"class_type": "Pix2Gif_ApplyMotionModel",
+                     "inputs": {"model": ["ckpt", 0], "motion_model": ["load_mm", 0], "motion_scale": 1.0,
+                                "beta_schedule": "sqrt_linear (AnimateDiff)", "groupnorm": "per-frame"}},
+    }
+    model = ["apply_mm", 0]
+    if animatezero:
+        prompt["first"] = {"class_type": "Pix2Gif_AnimateZeroFirstFrame",
+                           "inputs": {"model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0],
+                                      "width": SIZE, "height": SIZE, "seed": SEED, "steps": STEPS, "cfg": 7.0,
+                                      "sampler_name": "euler", "scheduler": "normal",
+                                      "beta_schedule": "sqrt_linear (AnimateDiff)"}}
+        prompt["az"] = {"class_type": "Pix2Gif_AnimateZero",
+                        "inputs": {"model": model, "trajectory": ["first", 1], "pin_first_frame": True,
+                                   "kv_sharing": "replace", "kv_blocks": "all", "kv_start_percent": 0.0,
+                                   "kv_end_percent": 1.0, "window_attention": True, "window_length": 0,
+                                   "window_blocks": "down", "kv_source": "image pass"}}
+        prompt["capture_first"] = {"class_type": "Pix2GifTest_CaptureLatent",
+                                   "inputs": {"samples": ["first", 0], "key": "first"}}
+        model = ["az", 0]
+    if mask is not None:
+        if isinstance(mask, str):
+            prompt["mask"] = {"class_type": "LoadImageMask", "inputs": {"image": mask, "channel": "red"}}
+        else:
+            prompt["mask"] = {"class_type": "SolidMask", "inputs": {"value": mask, "width": SIZE, "height": SIZE}}
+        prompt["regional"] = {"class_type": "Pix2Gif_RegionalMotion",
+                              "inputs": {"model": model, "mask": ["mask", 0], "confinement": "hard", "strength": 1.0,
+                                         **(options or {})}}
+        model = ["regional", 0]
+    prompt["sample"] = {"class_type": "Pix2Gif_GifSampler",
+                        "inputs": {"model": model, "positive": ["pos", 0], "negative": ["neg", 0], "seed": SEED,
+                                   "steps": STEPS, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal",
+                                   "denoise": 1.0, "frames": FRAMES, "width": SIZE, "height": SIZE}}
+    prompt["capture"] = {"class_type": "Pix2GifTest_CaptureLatent", "inputs": {"samples": ["sample", 0],
+                                                                               "key": "video"}}
+    return prompt
+
+
+@pytest.fixture(scope="module")
+def motion_file(motion_files) -> str:
+    return motion_files["v3.ckpt"]
+
+
+@pytest.fixture(scope="module")
+def executor(host):
+    return host.make_executor()
+
+
+def video(host, test_nodes, prompt, executor) -> torch.Tensor:
+    test_nodes.CAPTURED.pop("video", None)
+    result = host.run(prompt, executor=executor)
+    assert result.success, result.error or result.validation_error
+    return test_nodes.CAPTURED["video"]
+
+
+def assert_equals_first_frame(frames: torch.Tensor, where: torch.Tensor) -> None:
+    """Every frame equals frame 0 at the latent cells ``where`` (bit for bit where the host shares the noise)."""
+    exact = importlib.util.find_spec("comfy.patcher_extension") is not None
+    for frame in frames[1:]:
+        if exact:
+            assert torch.equal(frame[:, where], frames[0][:, where])
+        else:
+            torch.testing.assert_close(frame[:, where], frames[0][:, where], rtol=0, atol=ROUNDING_ATOL)
+
+
+def outside_cells() -> torch.Tensor:
+    inside = torch.zeros(SIZE // 8, SIZE // 8, dtype=torch.bool)
+    inside[2:5, 3:6] = True
+    return ~inside
+
+
+@pytest.mark.parametrize("confinement", ["hard", "feathered"])
+def test_outside_the_mask_every_frame_is_the_first(host, test_nodes, motion_file, input_images, executor,
+                                                   confinement):
+    frames = video(host, test_nodes, regional_prompt(motion_file, MASK_IMAGE, options={"confinement": confinement}),
+                   executor)
+    assert frames.shape == (FRAMES, 4, SIZE // 8, SIZE // 8)
+    assert_equals_first_frame(frames, outside_cells())
+    inside = ~outside_cells()
+    assert all((frame[:, inside] - frames[0][:, inside]).abs().max() > 1e-2 for frame in frames[1:]), "inside moves"
+
+
+def test_mask_of_zeros_or_strength_zero_is_a_still_clip(host, test_nodes, motion_file, input_images, executor):
+    everywhere = torch.ones(SIZE // 8, SIZE // 8, dtype=torch.bool)
+    assert_equals_first_frame(video(host, test_nodes, regional_prompt(motion_file, 0.0), executor), everywhere)
+    still = video(host, test_nodes, regional_prompt(motion_file, MASK_IMAGE, options={"strength": 0.0}), executor)
+    assert_equals_first_frame(still, everywhere)
+
+
+@pytest.mark.parametrize("animatezero", [False, True])
+def test_mask_of_ones_is_the_model_unchanged(host, test_nodes, motion_file, executor, animatezero):
+    plain = video(host, test_nodes, regional_prompt(motion_file, None, animatezero=animatezero), executor)
+    regional = video(host, test_nodes, regional_prompt(motion_file, 1.0, animatezero=animatezero), executor)
+    assert torch.equal(regional, plain)
+
+
+def test_with_animatezero_the_outside_is_the_image(host, test_nodes, motion_file, input_images, executor):
+    frames = video(host, test_nodes, regional_prompt(motion_file, MASK_IMAGE, animatezero=True), executor)
+    first = test_nodes.CAPTURED["first"][0]
+    assert torch.equal(frames[0], first), "AnimateZero's pinned first frame is kept"
+    assert_equals_first_frame(frames, outside_cells())
+
+
+def test_mask_of_another_size_is_refused(host, motion_file, executor):
+    prompt = regional_prompt(motion_file, 1.0)
+    prompt["mask"]["inputs"]["width"] = SIZE * 2
+    result = host.run(prompt, executor=executor)
+    assert not result.success
+    message = result.error["exception_message"]
+    assert "[Regional Motion] mask is 128×64 px but the video is 64×64 px" in message
+
+
+TEXTURE_IMAGE = "fyc_texture.png"
+
+
+@pytest.fixture(scope="module")
+def texture_image(host) -> str:
+    import folder_paths
+
+    rng = np.random.default_rng(1)
+    noise = torch.from_numpy(rng.random((3, SIZE * 2, SIZE * 2))).float()
+    smooth = torch.nn.functional.avg_pool2d(noise[None], 5, 1, 2)[0].permute(1, 2, 0).numpy()
+    Image.fromarray((smooth * 255).round().astype(np.uint8)).save(Path(folder_paths.get_input_directory()) /
+                                                                  TEXTURE_IMAGE)
+    return TEXTURE_IMAGE
+
+
+def measured_flow(host, clip: dict) -> str:
+    """Measure Motion's text for ``clip`` nodes (ending in "clip") with the region mask scaled to the clip."""
+    prompt = {**clip,
+              "region": {"class_type": "LoadImageMask", "inputs": {"image": MASK_IMAGE, "channel": "red"}},
+              "region_image": {"class_type": "MaskToImage", "inputs": {"mask": ["region", 0]}},
+              "region_scaled": {"class_type": "ImageScale",
+                                "inputs": {"image": ["region_image", 0], "upscale_method": "nearest-exact",
+                                           "width": SIZE * 2, "height": SIZE * 2, "crop": "disabled"}},
+              "region_mask": {"class_type": "ImageToMask", "inputs": {"image": ["region_scaled", 0],
+                                                                      "channel": "red"}},
+              "measure": {"class_type": "Pix2Gif_MeasureMotion", "inputs": {"images": ["clip", 0],
+                                                                            "mask": ["region_mask", 0]}}}
+    result = host.run(prompt)
+    assert result.success, result.error or result.validation_error
+    return result.outputs["measure"]["text"][0]
+
+
+def flow_values(text: str) -> tuple[float, float]:
+    inside = float(text.split("flow inside the mask ")[1].split(" px")[0])
+    outside = float(text.split(", outside ")[1].split(" px")[0])
+    return inside, outside
+
+
+def test_measure_motion_reports_flow_inside_and_outside_the_mask(host, input_images, texture_image):
+    image = {"class_type": "LoadImage", "inputs": {"image": texture_image}}
+    still = measured_flow(host, {"image": image, "clip": {"class_type": "RepeatImageBatch",
+                                                          "inputs": {"image": ["image", 0], "amount": 3}}})
+    assert flow_values(still) == (0.0, 0.0)
+    moving = measured_flow(host, {"image": image, "clip": {
+        "class_type": "Pix2Gif_MotionPreview",
+        "inputs": {"image": ["image", 0], "motion": "translate", "magnitude": 12.0, "direction": 0.0, "frames": 4,
+                   "edge": "reflect", "center_x": 0.5, "center_y": 0.5, "sway_cycles": 1.0}}})
+    inside, outside = flow_values(moving)
+    assert abs(inside - 8.0) <= 0.8 and abs(outside - 8.0) <= 0.8, moving  # the whole image moves 4, 8, 12 px
+
+
+def test_first_latent_pins_the_first_frame_and_the_outside_to_the_photo(host, test_nodes, motion_file, input_images,
+                                                                        executor):
+    prompt = regional_prompt(motion_file, MASK_IMAGE)
+    prompt["photo"] = {"class_type": "LoadImage", "inputs": {"image": MASK_IMAGE}}
+    prompt["encode"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["photo", 0], "vae": ["ckpt", 2]}}
+    prompt["capture_photo"] = {"class_type": "Pix2GifTest_CaptureLatent", "inputs": {"samples": ["encode", 0],
+                                                                                     "key": "photo"}}
+    prompt["regional"]["inputs"]["first_latent"] = ["encode", 0]
+    frames = video(host, test_nodes, prompt, executor)
+    # frame 0's prediction is the photo at every step: the sampler's last step lands on it within float rounding
+    torch.testing.assert_close(frames[0], test_nodes.CAPTURED["photo"][0], rtol=0, atol=ROUNDING_ATOL)
+    assert_equals_first_frame(frames, outside_cells())
