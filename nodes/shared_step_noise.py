@@ -42,12 +42,12 @@ def sampler_with_shared_step_noise(sampler_name: str) -> comfy.samplers.KSAMPLER
     if "noise_sampler" not in inspect.signature(sample).parameters:
         return sampler
 
-    def sample_with_shared_noise(model, x: Tensor, sigmas: Tensor, *args, noise_sampler: NoiseSampler | None = None,
-                                 **options):
-        if noise_sampler is None and x.shape[0] > 1:
+    def sample_with_shared_noise(model, x: Tensor, sigmas: Tensor, **options):
+        if x.shape[0] > 1:
             seed = (options.get("extra_args") or {}).get("seed")
-            noise_sampler = repeated_over_rows(one_row_default(sampler_name, x[:1], sigmas, seed), x.shape[0])
-        return sample(model, x, sigmas, *args, noise_sampler=noise_sampler, **options)
+            options["noise_sampler"] = repeated_over_rows(one_row_default(sampler_name, x[:1], sigmas, seed),
+                                                          x.shape[0])
+        return sample(model, x, sigmas, **options)
 
     return comfy.samplers.KSAMPLER(sample_with_shared_noise, sampler.extra_options, sampler.inpaint_options)
 
@@ -61,7 +61,7 @@ def one_row_default(sampler_name: str, row: Tensor, sigmas: Tensor, seed: int | 
                                                    cpu=not sampler_name.endswith(GPU_SUFFIX))
     if "seed" in inspect.signature(k_sampling.default_noise_sampler).parameters:
         return k_sampling.default_noise_sampler(row, seed=seed)
-    return k_sampling.default_noise_sampler(row)  # ComfyUI 2024-03: the global generator, seeded for this run
+    return k_sampling.default_noise_sampler(row)  # ComfyUI 2024-03: the global generator, as its samplers draw
 
 
 def repeated_over_rows(noise_sampler: NoiseSampler, rows: int) -> NoiseSampler:
