@@ -11,6 +11,12 @@ Latent spaces: the source latent is ComfyUI's ``VAE.encode`` output, which is *u
 FlowNet and the concat – while ComfyUI scales x_t by the model's latent format (0.18215) for sampling, as Pix2Gif
 does. Pix2Gif works at 256×256 only: another image size is resized to 256×256 (aspect ignored) with a logged
 warning, and the frames are resized back to the input size, as the paper's demo does.
+
+Noise: the paper's demo re-seeds before every frame, so every magnitude gets the same start noise and the same noise
+at every ancestral / SDE step. Both batch modes do the same: the start noise is the seed's noise of one latent for
+every frame, and a batch of frames samples with :func:`~.shared_step_noise.sampler_with_shared_step_noise`, which
+adds to each frame the step noise of a run of that frame alone – so "all frames in one batch" gives the frames of
+"one frame at a time" with every sampler.
 """
 from __future__ import annotations
 
@@ -40,10 +46,14 @@ from ..pix2gif_core.pix2gif.conditioning import (
 from ..pix2gif_core.pix2gif.flownet import IMAGE_SIZE, motion_guided_concat, require_pix2gif_latent
 from .conventions import category, display_name, node_id, reported_as
 from .pix2gif_model import PIX2GIF_MOTION_TYPE, Pix2GifMotion
+from .sampling_session import sampler_sigmas
+from .shared_step_noise import sampler_with_shared_step_noise
 
 BATCH_MODES = ("all frames in one batch", "one frame at a time")
 DEFAULT_SEED = 1371
 DEFAULT_STEPS = 100
+#: ComfyUI's CFG++ samplers: they ask for the model's unconditional prediction beside the conditional one
+CFG_PP_SUFFIX = "_cfg_pp"
 _BRANCHES = 3
 
 
@@ -63,17 +73,23 @@ def three_way_cfg_wrapper(context: torch.Tensor, concat: torch.Tensor, text_cfg:
 
     ``context`` (3B, 77, C) and ``concat`` (3B, 8, h, w) are stacked as :func:`cfg_batch` stacks them; ComfyUI's
     own ``c_crossattn`` is ignored. ``previous``: a wrapper the MODEL already had, called with the 3B-row batch.
+    Make one wrapper per sampling run: it moves ``context`` and ``concat`` to the device and dtype of the latents
+    the sampler gives it once, at its first call, and hands the UNet those same tensors at every later call.
     """
     frames = context.shape[0] // _BRANCHES
+    placed: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def wrapper(apply_model, args):
         x, timestep, conditioning = args["input"], args["timestep"], args["c"]
         if x.shape[0] != frames:
             raise RuntimeError(f"Pix2Gif Sampler: the sampler evaluated {x.shape[0]} latents at once, expected the "
                                f"{frames} frames of this batch")
+        if (x.device, x.dtype) not in placed:
+            placed[x.device, x.dtype] = concat.to(x), context.to(x)
+        c_concat, c_crossattn = placed[x.device, x.dtype]
         options = {**conditioning.get("transformer_options", {}), "cond_or_uncond": [0, 1, 1]}
         rows = {**{k: v for k, v in conditioning.items() if k not in ("c_crossattn", "c_concat")},
-                "c_concat": concat.to(x), "c_crossattn": context.to(x), "transformer_options": options}
+                "c_concat": c_concat, "c_crossattn": c_crossattn, "transformer_options": options}
         x_rows, t_rows = torch.cat([x] * _BRANCHES), torch.cat([timestep] * _BRANCHES)
         if previous is not None:
             denoised = previous(apply_model, {"input": x_rows, "timestep": t_rows, "c": rows,
@@ -115,7 +131,8 @@ class Pix2GifSampler:
                                       "tooltip": f"One frame per comma-separated integer (0–1023; trained "
                                                  f"{low}–{high}): the optical-flow magnitude in pixels at 256×256"}),
             "seed": ("INT", {"default": DEFAULT_SEED, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
-                             "tooltip": "The same seed (and initial noise) for every frame"}),
+                             "tooltip": "The same seed for every frame: the same start noise and the "
+                                        "same noise at every step, as the paper's demo re-seeds per frame"}),
             "steps": ("INT", {"default": DEFAULT_STEPS, "min": 1, "max": 10000,
                               "tooltip": "Denoising steps (the paper: 100)"}),
             "text_cfg": ("FLOAT", {"default": DEFAULT_TEXT_CFG, "min": 0.0, "max": 100.0, "step": 0.1,
@@ -128,7 +145,7 @@ class Pix2GifSampler:
                           {"default": "normal", "tooltip": "Noise schedule of the steps (as in KSampler)"}),
             "batch_mode": (list(BATCH_MODES), {"default": BATCH_MODES[0],
                                                "tooltip": "One sampling run for all frames (faster on a GPU), or one "
-                                                          "run per frame (less memory)"}),
+                                                          "run per frame (less memory); the same frames either way"}),
         }}
 
     RETURN_TYPES = ("IMAGE",)
@@ -143,6 +160,13 @@ class Pix2GifSampler:
             raise Pix2GifInputError(f"model: this MODEL's UNet takes {channels} input channels, Pix2Gif's takes "
                                     f"{PIX2GIF_UNET_IN_CHANNELS} (noisy | source | warped latents); connect the model "
                                     "output of 'Load Pix2Gif Model'")
+
+    @staticmethod
+    def _check_sampler(sampler_name: str) -> None:
+        if sampler_name.endswith(CFG_PP_SUFFIX):
+            raise Pix2GifInputError(f"sampler_name '{sampler_name}': CFG++ samplers need ComfyUI's own unconditional "
+                                    "pass, which Pix2Gif's 3-way guidance (text / image) replaces; use "
+                                    f"'{sampler_name.removesuffix(CFG_PP_SUFFIX)}'")
 
     def _source(self, image: torch.Tensor) -> torch.Tensor:
         """The one source image (1, 256, 256, 3), resized with a warning when it has another size."""
@@ -162,6 +186,7 @@ class Pix2GifSampler:
         with reported_as(self.TITLE):
             values = parse_magnitudes(magnitudes, "magnitudes")
             self._check_model(model)
+            self._check_sampler(sampler_name)
             low, high = TRAINED_MAGNITUDE_RANGE
             if any(not low <= value <= high for value in values):
                 logging.warning("[%s] magnitudes %s: the model was trained on %d–%d; others are extrapolation",
@@ -195,7 +220,8 @@ class Pix2GifSampler:
     @staticmethod
     def _sample_group(model, motion: Pix2GifMotion, branches: CfgBatch, seed, steps, text_cfg, image_cfg,
                       sampler_name, scheduler, on_step) -> torch.Tensor:
-        """Sample the B frames of ``branches`` from the same initial noise; returns (B, 4, 32, 32) latents."""
+        """Sample the B frames of ``branches`` with the same start noise and the same noise at every step; returns
+        (B, 4, 32, 32) latents."""
         count = branches.context.shape[0] // _BRANCHES
         device = motion.patcher.load_device
         with torch.no_grad():
@@ -208,8 +234,9 @@ class Pix2GifSampler:
         noise = comfy.sample.prepare_noise(latent[:1], seed).expand_as(latent).contiguous()
         positive = [[branches.context[:count], {}]]
         negative = [[branches.context[count:2 * count], {}]]  # unused at cfg 1; keeps ComfyUI's inputs well-formed
-        return comfy.sample.sample(patched, noise, steps, 1.0, sampler_name, scheduler, positive, negative, latent,
-                                   denoise=1.0, callback=on_step, disable_pbar=True, seed=seed)
+        return comfy.sample.sample_custom(patched, noise, 1.0, sampler_with_shared_step_noise(sampler_name),
+                                          sampler_sigmas(patched, steps, sampler_name, scheduler, 1.0), positive,
+                                          negative, latent, callback=on_step, disable_pbar=True, seed=seed)
 
 
 NODE_CLASSES = {node_id("Pix2GifSampler"): Pix2GifSampler}
