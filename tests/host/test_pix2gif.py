@@ -215,7 +215,10 @@ def official_reseeded_frames(loaded, image, magnitudes: list[int], sampler_name:
                       for magnitude in magnitudes])
 
 
-@pytest.mark.parametrize("sampler_name", ["euler_ancestral", "dpmpp_2m_sde", "dpmpp_sde", "euler"])
+SAMPLERS_TESTED_ABOVE = {"euler_ancestral", "dpmpp_2m_sde", "dpmpp_sde", "euler"}
+
+
+@pytest.mark.parametrize("sampler_name", sorted(SAMPLERS_TESTED_ABOVE))
 def test_every_frame_gets_the_official_per_frame_noise_in_both_batch_modes(tiny, sampler_name):
     """Ancestral, SDE (Brownian tree) and deterministic samplers: frame i of a batch is the run of magnitude i alone."""
     image, magnitudes = landscape(256), [2, 11, 19]
@@ -242,15 +245,16 @@ ROUNDING_SENSITIVE_SAMPLERS = {"dpm_adaptive"}
 
 def test_batched_frames_equal_frames_sampled_alone_with_every_sampler_of_the_host(tiny):
     """Every sampler the host offers (CFG++ ones are refused, see the bad inputs): before the shared step noise,
-    every stochastic one differed by 0.2–0.9 at 5 steps on v0.3.75, deterministic ones by < 1e-5."""
+    every stochastic one differed by 0.2–0.9 at 5 steps on v0.3.75, deterministic ones by < 1e-5. The samplers of
+    the test above are not repeated; 3 steps keep the sweep short and still show a per-row noise (≥ 3e-3)."""
     import comfy.samplers
 
     image, differing = landscape(256), {}
     for sampler_name in comfy.samplers.KSampler.SAMPLERS:
-        if sampler_name.endswith("_cfg_pp") or sampler_name in ROUNDING_SENSITIVE_SAMPLERS:
+        if sampler_name.endswith("_cfg_pp") or sampler_name in ROUNDING_SENSITIVE_SAMPLERS | SAMPLERS_TESTED_ABOVE:
             continue
-        batched = sample(tiny, image, "2,19", 5, BATCHED, sampler_name)
-        alone = official_reseeded_frames(tiny, image, [2, 19], sampler_name, steps=5, seed=7)
+        batched = sample(tiny, image, "2,19", 3, BATCHED, sampler_name)
+        alone = official_reseeded_frames(tiny, image, [2, 19], sampler_name, steps=3, seed=7)
         if not torch.allclose(batched, alone, rtol=0, atol=ATOL_BATCH_ROUNDING):
             differing[sampler_name] = float((batched - alone).abs().max())
     assert not differing, differing
