@@ -16,9 +16,6 @@ from .conventions import LATENT_CHANNELS, category, display_name, input_error, n
 NO_MOTION_MODEL = ("no motion model is applied to this MODEL: the frames are independent images, not a clip. For "
                    "animation connect the MODEL through 'Apply Motion Model'")
 
-UNET_BYTES_PER_LATENT_PIXEL = 0.01 * 2**20
-"""SD1.5 UNet working memory per latent pixel per frame and byte of the compute dtype in one model call (ComfyUI's
-own estimate with fused attention, ``BaseModel.memory_required``)."""
 LATENT_COPIES = 6
 """Clip-sized latents alive at once while sampling: start, noise, x, denoised and the sampler's own."""
 
@@ -105,8 +102,7 @@ class GifSampler:
                               "lower `frames`, `width` or `height`")
         window = model.model_options.get("context_handler")
         per_call = min(frames, getattr(window, "context_length", frames))
-        dtype_bytes = comfy.model_management.dtype_size(model.model_dtype())
-        needed = UNET_BYTES_PER_LATENT_PIXEL * per_call * height * width * dtype_bytes
+        needed = memory_budget.unet_call_bytes(model, per_call, latent_hw)
         total = comfy.model_management.get_total_memory(model.load_device)
         if needed > total:
             raise input_error(self.TITLE, f"one model call over {per_call} frames of {width * 8}×{height * 8} needs "

@@ -16,6 +16,9 @@ USABLE_FRACTION = 0.9
 """Share of the free memory a node plans to use (the rest absorbs allocator slack and other processes)."""
 CHUNK_BYTES = 512 * 2**20
 """Working set of one chunk of frames, when a node works in chunks."""
+UNET_BYTES_PER_LATENT_PIXEL = 0.01 * 2**20
+"""SD1.5-family UNet working memory per latent pixel per row and byte of the compute dtype in one model call
+(ComfyUI's own estimate with fused attention, ``BaseModel.memory_required``)."""
 
 
 def free_bytes(device: torch.device | str) -> int:
@@ -34,3 +37,10 @@ def require(node_title: str, needed_bytes: float, device: torch.device | str, wh
 def frames_per_chunk(bytes_per_frame: float, frames: int) -> int:
     """Frames per chunk so one chunk's working set stays near :data:`CHUNK_BYTES` (at least 1, at most all)."""
     return max(1, min(frames, int(CHUNK_BYTES // max(bytes_per_frame, 1.0))))
+
+
+def unet_call_bytes(model, rows: int, latent_hw: tuple[int, int]) -> float:
+    """Working memory of one call of ``model`` (a ComfyUI MODEL) on ``rows`` latents of ``latent_hw``."""
+    height, width = latent_hw
+    return UNET_BYTES_PER_LATENT_PIXEL * rows * height * width * comfy.model_management.dtype_size(
+        model.model_dtype())

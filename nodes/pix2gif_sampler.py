@@ -43,7 +43,8 @@ from ..pix2gif_core.pix2gif.conditioning import (
     motion_prompt,
     parse_magnitudes,
 )
-from ..pix2gif_core.pix2gif.flownet import IMAGE_SIZE, motion_guided_concat, require_pix2gif_latent
+from ..pix2gif_core.pix2gif.flownet import IMAGE_SIZE, LATENT_SIZE, motion_guided_concat, require_pix2gif_latent
+from . import memory_budget
 from .conventions import category, display_name, node_id, reported_as
 from .pix2gif_model import PIX2GIF_MOTION_TYPE, Pix2GifMotion
 from .sampling_session import sampler_sigmas
@@ -198,7 +199,7 @@ class Pix2GifSampler:
             device = pix2gif_motion.load()
             with torch.no_grad():
                 interval = pix2gif_motion.interval_embedding(torch.tensor(values, device=device)).to(texts)
-            rows = len(values) if batch_mode == BATCH_MODES[0] else 1
+            rows = self._frames_per_call(model, len(values)) if batch_mode == BATCH_MODES[0] else 1
             groups = [list(range(start, min(start + rows, len(values)))) for start in range(0, len(values), rows)]
             report = latent_preview.prepare_callback(model, steps * len(groups))
             latents = []
@@ -216,6 +217,18 @@ class Pix2GifSampler:
         frames = vae.decode(torch.cat(latents))[..., :3]
         height, width = image.shape[1:3]
         return (frames if frames.shape[1:3] == (height, width) else resized(frames, height, width),)
+
+    def _frames_per_call(self, model, frames: int) -> int:
+        """All ``frames`` in one UNet call (3 rows each) if the compute device has the memory, else as many as fit:
+        every frame gets the same noise, so the split changes nothing but the memory."""
+        per_frame = memory_budget.unet_call_bytes(model, _BRANCHES, (LATENT_SIZE, LATENT_SIZE))
+        fitting = int(memory_budget.USABLE_FRACTION * memory_budget.free_bytes(model.load_device) // per_frame)
+        if fitting >= frames:
+            return frames
+        rows = max(1, fitting)
+        logging.info("[%s] %d frames in batches of %d (the memory free on %s)", self.TITLE, frames, rows,
+                     model.load_device)
+        return rows
 
     @staticmethod
     def _sample_group(model, motion: Pix2GifMotion, branches: CfgBatch, seed, steps, text_cfg, image_cfg,

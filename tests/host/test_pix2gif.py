@@ -231,6 +231,23 @@ def test_every_frame_gets_the_official_per_frame_noise_in_both_batch_modes(tiny,
     assert (reference[1:] - reference[:1]).abs().amax() > 1e-2, "the magnitude changes the frame"
 
 
+def test_a_batch_larger_than_the_memory_is_split_and_gives_the_same_frames(tiny, pack, monkeypatch, caplog):
+    """600 magnitudes in one batch would ask one UNet call for 1800 rows: the node splits by the free memory."""
+    import importlib
+
+    import comfy.model_management
+
+    image, magnitudes = landscape(256), [2, 11, 19]
+    reference = official_reseeded_frames(tiny, image, magnitudes, "euler_ancestral", steps=2, seed=7)
+    per_frame = 0.01 * 2**20 * 3 * 32 * 32 * comfy.model_management.dtype_size(tiny[0].model_dtype())
+    budget = importlib.import_module(pack.__name__ + ".nodes.memory_budget")
+    monkeypatch.setattr(budget, "free_bytes", lambda device: 2.5 * per_frame / 0.9)  # room for 2 frames
+    with caplog.at_level("INFO"):
+        frames = sample(tiny, image, "2,11,19", 2, BATCHED, "euler_ancestral", seed=7)
+    assert any("3 frames in batches of 2" in record.getMessage() for record in caplog.records)
+    torch.testing.assert_close(frames, reference, rtol=0, atol=ATOL_BATCH_ROUNDING)
+
+
 def test_another_seed_gives_other_frames_in_both_batch_modes(tiny):
     image = landscape(256)
     for batch_mode in (BATCHED, ONE_BY_ONE):
