@@ -11,6 +11,7 @@ import torch
 
 from . import memory_budget
 from .animatediff_injection import MOTION_MODEL_KEY
+from .i2vgen_xl import I2VGenXLModel
 from .conventions import LATENT_CHANNELS, category, display_name, input_error, node_id
 
 NO_MOTION_MODEL = ("no motion model is applied to this MODEL: the frames are independent images, not a clip. For "
@@ -139,8 +140,9 @@ class GifSampler:
 
         samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
                                       denoise=denoise, callback=on_step, disable_pbar=True, seed=seed)
-        if MOTION_MODEL_KEY in model.model_options.get("transformer_options", {}):
-            return ({"samples": samples},)
+        if MOTION_MODEL_KEY in model.model_options.get("transformer_options", {}) or isinstance(model.model,
+                                                                                               I2VGenXLModel):
+            return ({"samples": samples},)  # a motion model is applied, or the MODEL is a video model itself
         logger.warning("[%s] %s", self.TITLE, NO_MOTION_MODEL)
         return {"ui": {"text": [NO_MOTION_MODEL]}, "result": ({"samples": samples},)}
 

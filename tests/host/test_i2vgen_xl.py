@@ -210,7 +210,7 @@ def test_bad_input_is_refused_clearly(host, parts, change, node, words):
 REFINED_WIDTH, REFINED_HEIGHT = 64, 64
 
 
-def cascade_prompt(denoise: float) -> dict:
+def cascade_prompt(denoise: float, gif_sampler: bool = False) -> dict:
     """Base clip → decode → resize (ImageScale, centre crop) → encode → re-sampled at the new size from
     ``denoise`` (0.7 ≈ t 700, SDEdit) with a brief text, the conditioning rebuilt at the new size. KSampler as
     the README says; the GIF Sampler for denoise 0 (KSampler on ComfyUI 2024-03 divides by the denoise)."""
@@ -236,7 +236,7 @@ def cascade_prompt(denoise: float) -> dict:
         "capture_refined": {"class_type": "Pix2GifTest_CaptureLatent",
                             "inputs": {"samples": ["refine", 0], "key": "refined"}},
     })
-    if denoise == 0.0:
+    if denoise == 0.0 or gif_sampler:
         inputs = graph["refine"]["inputs"]
         graph["refine"] = {"class_type": "Pix2Gif_GifSampler", "inputs": {
             **{k: v for k, v in inputs.items() if k != "latent_image"}, "start_latent": inputs["latent_image"],
@@ -254,6 +254,14 @@ def test_cascade_refinement_resamples_the_resized_clip(host, test_nodes, parts, 
         assert torch.equal(refined, encoded)  # the resized clip after the VAE round trip, exactly
     else:
         assert refined.isfinite().all() and (refined - encoded).abs().max() > 1e-3
+
+
+def test_the_gif_sampler_samples_it_without_a_missing_motion_model_warning(host, test_nodes, parts, caplog):
+    """I2VGen-XL is a video model itself: no 'Apply Motion Model' is missing."""
+    result = host.run(cascade_prompt(0.7, gif_sampler=True))
+    assert result.success, result.error or result.validation_error
+    assert test_nodes.CAPTURED["refined"].isfinite().all()
+    assert "refine" not in result.outputs and not any("no motion model" in r.getMessage() for r in caplog.records)
 
 
 def test_a_text_encoder_of_another_width_is_named(host, parts):
