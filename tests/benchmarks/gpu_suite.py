@@ -190,7 +190,8 @@ def models(unet, motion_model, size: Sizes) -> dict:
         model=unet, motion_model=motion_model, motion_scale=1.0, beta_schedule="keep model's", groupnorm="per-frame")
     (animatezero,) = node("Pix2Gif_AnimateZero").patch(
         model=animatediff, pin_first_frame=False, kv_sharing="replace", kv_blocks="all", kv_start_percent=0.0,
-        kv_end_percent=1.0, window_attention=True, window_length=0, window_blocks="down")
+        kv_end_percent=1.0, window_attention=True, window_length=0, window_blocks="down",
+        kv_source="video pass")  # without a trajectory: frame 1 of the video pass
     (inversion,) = node("Pix2Gif_ApplyMotionEmbeddings").apply(
         model=animatediff, motion_embeddings=random_embeddings(motion_model, size.frames, size.pixels),
         mode="as_trained", strength=1.0, resolution="interpolate")
