@@ -175,6 +175,7 @@ def test_clicks_land_on_image_pixels_and_the_mask_shows_after_a_run(comfy, serve
     assert drawn == written[y, x].tolist()
     assert not np.array_equal(written, block_picture()), "the preview shows the mask, not the bare picture"
 
+    assert comfy.page.evaluate("() => app.extensions.filter((e) => e.name === 'pix2gif.clickPicker').length") == 1
     comfy.page.locator(".pix2gif-click-clear").click()
     assert shown_points(comfy) == []
     assert not comfy.our_problems(since=seen), [line.text[:300] for line in comfy.our_problems(since=seen)]
