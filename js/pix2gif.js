@@ -33,7 +33,8 @@ function addUnsavedDomWidget(node, name, element, minHeight) {
   return widget;
 }
 
-function viewUrl(item) {
+/** The server address of a saved file ({filename, subfolder, type}), never cached. */
+export function viewUrl(item) {
   const query = new URLSearchParams({ filename: item.filename, subfolder: item.subfolder ?? "", type: item.type });
   return api.apiURL(`/view?${query}&rand=${Math.random()}`);
 }

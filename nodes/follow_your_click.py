@@ -3,7 +3,8 @@ that confines a motion-patched MODEL's movement to that mask.
 
 - *Load SAM Model* reads a Segment-Anything folder (Hugging Face layout) from ``models/sams``;
 - *Click Mask* turns clicks (JSON ``[[x, y, 1], [x, y, 0]]`` in image pixels, the click picker's widget) and an
-  IMAGE into a MASK (best-scoring multimask output, optional dilation and feather);
+  IMAGE into a MASK (best-scoring multimask output, optional dilation and feather); its ui ``images`` is the first
+  image with its mask over it (a temp PNG), which the picker (js/click_picker.js) shows under the clicks;
 - *Regional Motion* patches a motion-patched MODEL (after AnimateZero / Apply Motion Embeddings when used):
   a UNet function wrapper, outermost, gives the UNet frame 0's latent outside the region (just before the UNet,
   after other wrappers' pinning) and returns frame 0's prediction there; a post-CFG hook does the same to the
@@ -14,16 +15,20 @@ that confines a motion-patched MODEL's movement to that mask.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import comfy.model_management
 import comfy.utils
+import folder_paths
 import numpy as np
 import torch
 
 from ..pix2gif_core.animatezero.first_frame_pinning import pin_first_frames
 from ..pix2gif_core.follow_your_click.click_points import parse_clicks
+from ..pix2gif_core.follow_your_click.mask_overlay import mask_overlay
 from ..pix2gif_core.follow_your_click.regional_confinement import CONFINEMENTS, confine, latent_region, shared_noise
 from ..pix2gif_core.follow_your_click.sam_segmentation import BEST, SamSegmenter, load_sam, refine_mask, segment
+from ..pix2gif_core.video.animation_writer import write_workflow_image
 from . import model_folders
 from .animatediff_injection import motion_placement
 from .conventions import category, display_name, input_error, node_id, reported_as
@@ -32,6 +37,8 @@ SAMS = "sams"
 SAM_TYPE = "PIX2GIF_SAM"
 MASK_CHOICES = {"best score": BEST, "0 (smallest)": 0, "1": 1, "2 (largest)": 2}
 NOISE_WRAPPER_KEY = "pix2gif_regional_motion"
+#: ComfyUI temp-folder prefix of Click Mask's preview (the mask over the photo, shown by js/click_picker.js)
+OVERLAY_PREFIX = "pix2gif_click_mask"
 
 
 def _sam_folders() -> list[str]:
@@ -94,7 +101,9 @@ class ClickMask:
     DESCRIPTION = ("Segment Anything from clicks: positive clicks on the object, negative ones on what must stay "
                    "out, in image pixels (x right, y down, from the top-left corner). Multimask output; the "
                    "best-scoring mask is taken unless another is chosen; optionally grown (dilation) and softened "
-                   "(feather) in pixels. One mask per image of the batch.")
+                   "(feather) in pixels. One mask per image of the batch. Place the clicks on the image in the node "
+                   "(click: object; shift- or right-click: background; drag: move; right-click a click: remove); "
+                   "after a run the node shows the first image's mask over it.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -117,6 +126,16 @@ class ClickMask:
     FUNCTION = "segment"
     CATEGORY = category("Follow-Your-Click")
 
+    def _preview(self, image: torch.Tensor, mask: torch.Tensor) -> dict:
+        """The first image with its mask over it, as a temp-folder PNG the click picker shows (ui ``images``)."""
+        height, width = mask.shape
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+            OVERLAY_PREFIX, folder_paths.get_temp_directory(), width, height)
+        filename = f"{name}_{counter:05}_.png"
+        with reported_as(self.TITLE):
+            write_workflow_image(mask_overlay(image, mask), Path(folder) / filename, {})
+        return {"filename": filename, "subfolder": subfolder, "type": "temp"}
+
     def segment(self, sam: SamSegmenter, image, points, mask_choice, dilation, feather):
         if mask_choice not in MASK_CHOICES:
             raise input_error(self.TITLE, f"mask_choice '{mask_choice}' is unknown; choose one of "
@@ -132,7 +151,9 @@ class ClickMask:
                 mask = segment(sam, np.ascontiguousarray(pixels), clicks, mask_index=MASK_CHOICES[mask_choice])
             masks.append(refine_mask(mask, dilation, feather))
             progress.update(1)
-        return (torch.stack(masks).to(comfy.model_management.intermediate_device()),)
+        preview = self._preview(image[0], masks[0])
+        return {"ui": {"images": [preview]},
+                "result": (torch.stack(masks).to(comfy.model_management.intermediate_device()),)}
 
 
 def _region_of(mask: torch.Tensor, confinement: str, strength: float):

@@ -81,6 +81,24 @@ def test_click_mask_is_transformers_sam_mask(host, test_nodes, sam_name, input_i
     assert torch.equal(mask, (logits[int(out.iou_scores[0, 0].argmax())] > 0).float())
 
 
+def test_click_mask_previews_its_mask_over_the_image(host, test_nodes, sam_name, input_images):
+    """The ui image the click picker shows: the photo with the object (the MASK output) tinted blue – its blue
+    minus red above the photo's – and everything else darker than the photo, in every channel."""
+    import folder_paths
+
+    result = host.run(click_prompt(sam_name, "[[18, 20, 1], [58, 26, 0]]"))
+    assert result.success, result.error or result.validation_error
+    inside = test_nodes.CAPTURED["mask"][0, ..., 0].numpy() > 0.5
+    (preview,) = result.outputs["click"]["images"]
+    assert preview["type"] == "temp"
+    path = Path(folder_paths.get_temp_directory()) / preview["subfolder"] / preview["filename"]
+    shown = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    photo = sam_models.two_objects_image().astype(int)
+    assert shown.shape == photo.shape and inside.any() and (~inside).any()
+    assert ((shown[..., 2] - shown[..., 0]) > (photo[..., 2] - photo[..., 0]))[inside].all()
+    assert (shown < photo)[~inside].all()
+
+
 @pytest.mark.parametrize("points, words", [("[[80, 20, 1]]", "outside the 80×48 image"),
                                            ("[]", "no click on the object")])
 def test_bad_clicks_are_refused(host, sam_name, input_images, points, words):
