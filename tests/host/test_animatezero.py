@@ -7,6 +7,8 @@ frames agree within ``DECODE_ATOL`` (the VAE decodes a batch of frames vs. one i
 """
 from __future__ import annotations
 
+import functools
+
 import logging
 from pathlib import Path
 
@@ -342,23 +344,28 @@ def spied_attention_calls(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor,
     return calls
 
 
-def attention_calls(calls):
+def attention_calls(calls, window_length: int = 3):
     """Split spied calls into the image pass's spatial self-attention (queries as long as keys, one image per
     branch), the video pass's K/V sharing (every frame's queries against one set of keys/values per video) and
-    the window attention (sequences of FRAMES frames)."""
+    the window attention (FRAMES queries per sequence against frame 1 once per slot plus the later frames:
+    window_length + FRAMES − 1 keys)."""
     image = [(k, v) for q, k, v in calls if q.shape[0] <= 2 and q.shape[1] == k.shape[1] != FRAMES]
     shared = [(k, v) for q, k, v in calls if q.shape[1] == FRAMES * k.shape[1]]
-    windows = [q for q, k, v in calls if q.shape[1] == FRAMES == k.shape[1]]
+    windows = [q for q, k, v in calls if q.shape[1] == FRAMES and k.shape[1] == window_length + FRAMES - 1]
     return image, shared, windows
 
 
 @pytest.mark.parametrize("first", ["generated", IMAGE_NAME])
 def test_injected_kv_are_those_the_image_pass_computed_bit_for_bit(host, test_nodes, motion_file, input_image,
-                                                                   monkeypatch, first):
+                                                                   monkeypatch, pack, first):
     """Captured where the host's attention receives them: layer by layer and step by step every video's
     keys/values are those the image pass computed for the branch the image pass evaluated, bit for bit (the
     inversion at cfg 1 evaluates only the positive prompt, so the negative video keeps its own frame 1). With
-    kv_source 'video pass' they differ. The window attention goes through the host's attention as well."""
+    kv_source 'video pass' they differ. The window attention's fused path (the accelerator default, forced here
+    on the CPU) goes through the host's attention as well."""
+    module = pack.nodes.animatezero
+    monkeypatch.setattr(module, "PositionCorrectedWindowAttention",
+                        functools.partial(module.PositionCorrectedWindowAttention, fused=True))
     calls = spied_attention_calls(monkeypatch)
     run(host, test_nodes, animatezero_prompt(motion_file, first=first, options={"window_length": 3}))
     image, shared, windows = attention_calls(calls)
