@@ -411,12 +411,16 @@ class TensorToPython(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.parametrize(("options", "steady_reads"), [({}, 1), ({"kv_start_percent": 0.1}, 2)],
+                         ids=["whole denoising", "K/V from 10 %"])
 def test_unet_calls_convert_no_tensor_to_python_after_the_first_evaluations(host, test_nodes, motion_file,
-                                                                             monkeypatch, pack):
+                                                                             monkeypatch, pack, options,
+                                                                             steady_reads):
     """Counted in every UNet call of the video pass through the host (AnimateZero's wrapper, pinning, K/V sharing
     on every spatial self-attention, window attention, motion modules, the host's UNet): after the run's first
     evaluations (schedule check, departure check) only the noise-level lookup of the recorded evaluation reads
-    the device, once per call – no per-layer σ reads, no per-call schedule reads."""
+    the device, once per call, plus one σ read per call for a K/V start/end range – no per-layer σ reads, no
+    per-call schedule reads."""
     module, per_call = pack.nodes.animatezero, []
     make_wrapper = module._animatezero_wrapper
 
@@ -433,9 +437,10 @@ def test_unet_calls_convert_no_tensor_to_python_after_the_first_evaluations(host
 
     monkeypatch.setattr(module, "_animatezero_wrapper", counting_wrapper)
     steps = 5
-    run(host, test_nodes, animatezero_prompt(motion_file, steps=steps, options={"window_length": 3}))
+    run(host, test_nodes, animatezero_prompt(motion_file, steps=steps, options={"window_length": 3, **options}))
     assert len(per_call) == steps, "one UNet call (CFG batch) per step"
     steady = per_call[pack.pix2gif_core.animatezero.first_frame_pinning.DEPARTURE_CHECKED_EVALUATIONS:]
-    assert steady and all(len(sites) == 1 and "animatezero.py" in sites[0] for sites in steady), per_call
-    first = per_call[0]  # the schedule check (once per run: two lists), the σ lookup, the departure check (two)
-    assert len(first) <= 5 and all("comfyui-pix2gif" in site for site in first), first
+    assert steady and all(len(sites) == steady_reads and all("animatezero.py" in site for site in sites)
+                          for sites in steady), per_call
+    first = per_call[0]  # the schedule check (once per run: two lists), the σ lookup(s), the departure check (two)
+    assert len(first) <= 4 + steady_reads and all("comfyui-pix2gif" in site for site in first), first

@@ -269,3 +269,17 @@ def test_kernel_count_at_most_twice_global_attention(frames, window_length):
     assert global_kernels.count("aten::_scaled_dot_product_flash_attention_for_cpu") == 1
     assert window_kernels.count("aten::_scaled_dot_product_flash_attention_for_cpu") == 1
     assert len(window_kernels) <= 2 * len(global_kernels), (window_kernels, global_kernels)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_stays_close_to_the_reference(dtype):
+    """Tables and widened heads in half precision (the accelerator dtypes): the outside-window logit still
+    vanishes and the result stays within half-precision rounding of the float64 formula."""
+    attn = make_attention(channels=32, heads=4)
+    hidden = torch.randn(6, 8, 32, dtype=torch.float64)
+    pe = torch.randn(8, 32, dtype=torch.float64)
+    expected = naive_window_attention(attn, hidden, pe, 5)
+    with torch.no_grad():
+        got = PositionCorrectedWindowAttention(5)(attn.to(dtype), hidden.to(dtype), pe.to(dtype))
+    assert got.dtype == dtype and torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=0.01 if dtype == torch.float16 else 0.05)
