@@ -24,9 +24,8 @@ to a multiple of 8) dimensions:
 
 The kernel is an :data:`~pix2gif_core.attention.AttentionKernel` (default SDPA; the nodes pass the host's); q, k
 and v have the same width, so every host back-end applies, no mask needed. The per-layer tables (widened
-weights, slot tables) are built once per weights, dtype and shape and reused while the weights are unchanged
-(rebuilt per call – a dozen small kernels – when gradients are on, under ``torch.compile`` and for inference
-tensors such as ComfyUI's weights). This fused path runs on accelerators, all
+weights, slot tables; about 37 small kernels) are built once per weights, dtype and shape and reused while the
+weights are unchanged (rebuilt per call when gradients are on and under ``torch.compile``). This fused path runs on accelerators, all
 sequences in one kernel call per layer.
 
 On CPU, where the widened heads and the ``2F − 1`` keys cost more than they save, the default is the decomposed
@@ -214,11 +213,13 @@ def _chunks(sequences: int, bytes_per_sequence: int, like: Tensor, chunk_bytes: 
 
 
 def _weights_signature(attn: TemporalSelfAttention, pe: Tensor, window: int) -> tuple:
-    """What the tables of ``attn`` depend on: shapes, dtype, device, key scale and the weights' storage and
-    in-place version (a LoRA patch or a device move changes it)."""
+    """What the tables of ``attn`` depend on: shapes, dtype, device, key scale and the weights' tensors, storage
+    and in-place version. ComfyUI patches and moves weights by replacing them (new tensor, new storage);
+    inference tensors (its weights under ``torch.inference_mode``) keep no version, so an in-place change to
+    one of them under inference mode is not seen."""
     tensors = (attn.to_q.weight, attn.to_k.weight, attn.to_v.weight, attn.pe)
     return (pe.shape[0], window, pe.dtype, pe.device, attn.key_scale,
-            tuple((t.data_ptr(), t._version, t.device) for t in tensors))
+            tuple((id(t), t.data_ptr(), t.device, None if t.is_inference() else t._version) for t in tensors))
 
 
 @dataclass(frozen=True)
@@ -249,11 +250,9 @@ class PositionCorrectedWindowAttention:
             raise Pix2GifInputError(f"chunk_bytes {self.chunk_bytes} must be positive (or empty for the default).")
 
     def tables(self, attn: TemporalSelfAttention, pe: Tensor, window: int) -> WindowTables:
-        """``attn``'s tables, reused while its weights, key scale, dtype and shape are unchanged. Rebuilt per
-        call with gradients on, under ``torch.compile`` and for inference tensors (ComfyUI's weights under
-        ``torch.inference_mode``), whose in-place changes nothing can see."""
-        weights = (attn.to_q.weight, attn.to_k.weight, attn.to_v.weight, attn.pe)
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or any(t.is_inference() for t in weights):
+        """``attn``'s tables, reused while its weights, key scale, dtype and shape are unchanged; rebuilt per
+        call with gradients on and under ``torch.compile``."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return window_tables(attn, pe, pe.shape[0], window)
         signature = _weights_signature(attn, pe, window)
         cached = self._tables.get(attn)

@@ -283,3 +283,16 @@ def test_half_precision_stays_close_to_the_reference(dtype):
         got = PositionCorrectedWindowAttention(5)(attn.to(dtype), hidden.to(dtype), pe.to(dtype))
     assert got.dtype == dtype and torch.isfinite(got).all()
     torch.testing.assert_close(got.double(), expected, rtol=0, atol=0.01 if dtype == torch.float16 else 0.05)
+
+
+def test_inference_mode_weights_replaced_as_comfyui_patches_them_give_the_new_numbers():
+    """ComfyUI runs under torch.inference_mode and patches a weight by putting a new tensor in its place."""
+    with torch.inference_mode():
+        attn = make_attention()
+        hidden = torch.randn(3, 6, 8, dtype=torch.float64)
+        pe = torch.randn(6, 8, dtype=torch.float64)
+        variant = PositionCorrectedWindowAttention(4)
+        variant(attn, hidden, pe)
+        attn.to_q.weight = torch.nn.Parameter(attn.to_q.weight * 1.5, requires_grad=False)
+        got = variant(attn, hidden, pe)
+    torch.testing.assert_close(got, naive_window_attention(attn, hidden, pe, 4))
