@@ -285,14 +285,23 @@ def _record_spatial_kv(model, recorder: FeatureRecorder) -> None:
         model.set_model_attn1_replace(attention, kind, index, depth)
 
 
-def _shared_kv_patch(mode: str, source: str, sigma_start: float, sigma_end: float):
+def _shared_kv_patch(mode: str, source: str, sigma_range: tuple[float, float] | None):
     """``attn1_replace`` patch: every frame attends to frame 1's keys/values (recorded ones for ``source`` "image
-    pass", where the evaluation has them) while ``sigma_end ≤ σ ≤ sigma_start``, else the host's attention."""
-    kernels = {}
+    pass", where the evaluation has them) while ``sigma_end ≤ σ ≤ sigma_start`` (``sigma_range``; None = the
+    whole denoising, σ never read), else the host's attention. σ is read once per UNet call: every layer of a
+    call gets the same ``sigmas`` tensor."""
+    kernels, decided = {}, [None, True]  # the last call's sigmas tensor and whether it shares
+
+    def shares(sigmas) -> bool:
+        if sigma_range is None or sigmas is None:
+            return True
+        if sigmas is not decided[0]:
+            sigma_end, sigma_start = sigma_range
+            decided[:] = [sigmas, sigma_end <= float(sigmas.max()) <= sigma_start]
+        return decided[1]
 
     def attention(q, k, v, extra_options):
-        sigmas = extra_options.get("sigmas")
-        if sigmas is not None and not sigma_end <= float(sigmas.max()) <= sigma_start:
+        if not shares(extra_options.get("sigmas")):
             return _host_attention(extra_options, q, k, v)
         precision = extra_options.get("attn_precision")
         kernel = kernels.get(precision) or kernels.setdefault(precision, host_attention(precision))
@@ -494,8 +503,10 @@ class AnimateZero:
             raise Pix2GifInputError(f"kv_start_percent {start_percent:g} is after kv_end_percent {end_percent:g}; "
                                     "start must not be later than end")
         sampling = model_sampling(model)
-        patch = _shared_kv_patch(mode, source, sampling.percent_to_sigma(start_percent),
-                                 sampling.percent_to_sigma(end_percent))
+        whole = start_percent <= 0.0 and end_percent >= 1.0
+        sigma_range = None if whole else (sampling.percent_to_sigma(end_percent),
+                                          sampling.percent_to_sigma(start_percent))
+        patch = _shared_kv_patch(mode, source, sigma_range)
         for kind, index, depth in _spatial_attention_positions(model, BLOCK_RANGES[blocks]):
             model.set_model_attn1_replace(patch, kind, index, depth)
 

@@ -34,6 +34,9 @@ ORIGINS = ("generated", "inverted")
 SIGMA_RTOL = 1e-4
 #: frame 1 of the sampler's latent counts as "on the trajectory" within this relative tolerance
 DEPARTURE_RTOL = 1e-4
+#: departures are looked for in the first evaluations of a run only (other start noise shows at the first,
+#: an ancestral/SDE sampler's fresh noise at the second): each look reads the device
+DEPARTURE_CHECKED_EVALUATIONS = 2
 
 
 @dataclass(frozen=True)
@@ -173,13 +176,19 @@ class TrajectoryReplay:
         self._cursor = 0
         self._current: int | None = None
         self._departed = False
+        self._checked_schedule: Tensor | None = None
 
     def check_schedule(self, video_sigmas: Tensor) -> None:
-        """Raise unless the video pass samples the trajectory's schedule (same steps and levels)."""
+        """Raise unless the video pass samples the trajectory's schedule (same steps and levels). Reads the
+        device once per sampling run: a schedule tensor already checked (the sampler hands every call of a run
+        the same one) is not read again."""
+        if video_sigmas is self._checked_schedule:
+            return
         try:
             check_trajectory_sigmas(video_sigmas.new_tensor(self.trajectory.sigmas), video_sigmas, rtol=SIGMA_RTOL)
         except Pix2GifInputError as err:
             raise Pix2GifInputError(f"{err} The trajectory was made with {self.trajectory.settings}.") from None
+        self._checked_schedule = video_sigmas
 
     def evaluation_at(self, sigma: float) -> PinnedEvaluation:
         """The recorded evaluation for a model call at ``sigma``; raises if the video pass left the recorded
@@ -218,10 +227,13 @@ class TrajectoryReplay:
         return self.trajectory.evaluations[done]
 
     def departs(self, first_frames: Tensor, evaluation: PinnedEvaluation) -> bool:
-        """True once per run, when frame 1 of the sampler's latent ``first_frames`` ``(n, C, h, w)`` first leaves
-        the recorded ``evaluation.state`` of a generated trajectory (fresh noise of an ancestral/SDE sampler, or
-        other start noise). Never for inverted trajectories, whose frame 1 starts from the video's own noise."""
-        if self._departed or self.trajectory.origin != "generated":
+        """True once per run, when frame 1 of the sampler's latent ``first_frames`` ``(n, C, h, w)`` leaves the
+        recorded ``evaluation.state`` of a generated trajectory in one of the run's first
+        :data:`DEPARTURE_CHECKED_EVALUATIONS` evaluations (other start noise, or the fresh noise of an
+        ancestral/SDE sampler). Never for inverted trajectories, whose frame 1 starts from the video's own noise,
+        and never later in a run (no device read per step)."""
+        if (self._departed or self.trajectory.origin != "generated"
+                or self._current is None or self._current >= DEPARTURE_CHECKED_EVALUATIONS):
             return False
         state = evaluation.state.to(first_frames)
         scale = float(state.abs().max()) or 1.0

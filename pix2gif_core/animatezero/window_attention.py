@@ -9,28 +9,40 @@ length every frame sees frame 0 and all frames before it.
 
 AnimateDiff adds the PE before the bias-free Q/K/V projections, so with ``Kx = to_k(x)``, ``Kp = to_k(pe)`` (and
 ``Vx``, ``Vp`` alike) ``K[i, j] = Kx[src(i, j)] + Kp[j]`` and ``V[i, j] = Vx[src(i, j)] + Vp[j]``. The window is
-never materialised (``W`` copies of the keys and values per query frame); instead ONE call of the attention
-kernel over the ``F`` frames computes it:
+never materialised per query frame. Instead every sequence gets ``L = W + F − 1`` keys – frame 0 once per slot
+it can occupy (keys ``0..W−1``) and frames ``1..F−1`` (keys ``W..L−1``) – and ONE call of the attention kernel
+over them computes the window for all query frames, with heads widened from ``d`` to ``D = d + L`` (rounded up
+to a multiple of 8) dimensions:
 
-- a frame ``m ≥ 1`` sits in exactly one slot of row ``i``, so its slot term ``q_i·Kp[slot]`` is a score bias
-  ``B[i, m]``; frame 0's copies merge into one key with bias ``logsumexp_j q_i·Kp[j]`` over its slots; frames
-  outside the window get a large negative bias. The bias rides in ``F`` extra head dimensions: the query gets
-  ``B[i, :]``, the key of frame ``m`` the unit vector ``e_m`` (no mask, so every fused kernel applies);
-- the values get the same ``F`` unit vectors, so the kernel also returns the frame probabilities ``P (F × F)``;
-  they give the slot probabilities (frame 0's mass split over its copies in proportion to ``exp(q_i·Kp[j])``)
-  and ``P_slots·Vp`` is one small GEMM per head.
+- key ``l`` is ``[Kx[frame(l)], e_l]`` and value ``l`` is ``[Vx[frame(l)], e_l]`` (``e_l`` the unit vector of
+  the extra dimension ``l``; one GEMM projects the frames, one gather and one concatenation widen them); the query of frame ``i`` is ``[q_i, b_i]`` with ``b_i[l] = q_i·Kp[slot(i, l)]``
+  when key ``l`` sits in slot ``slot(i, l)`` of row ``i``'s window, else a large negative number: the kernel's
+  score is then exactly the window logit ``q_i·(Kx + Kp)`` or ``−∞``. One GEMM gives every query and its
+  logits against the ``W`` slot PE keys, one gather puts them in key order, one concatenation widens them;
+- the extra output dimensions are the key probabilities ``P (F × L)``; ``P_i·Vp[slot(i, ·)]`` is added in one
+  more batched GEMM (one ``(L × d)`` table per frame and head).
 
-The kernel is an :data:`~pix2gif_core.attention.AttentionKernel` (default SDPA; the nodes pass the host's).
-Sequences are processed in chunks of about ``chunk_bytes`` of working memory, projections included, so peak
-memory stays bounded and on CPU the working set stays in cache. Costs: tests/benchmarks/RESULTS.md.
+The kernel is an :data:`~pix2gif_core.attention.AttentionKernel` (default SDPA; the nodes pass the host's); q, k
+and v have the same width, so every host back-end applies, no mask needed. The per-layer tables (widened
+weights, slot tables; about 37 small kernels) are built once per weights, dtype and shape and reused while the
+weights are unchanged (rebuilt per call when gradients are on and under ``torch.compile``). This fused path runs on accelerators, all
+sequences in one kernel call per layer.
+
+On CPU, where the widened heads and the ``2F − 1`` keys cost more than they save, the default is the decomposed
+path: scores ``q·Kxᵀ`` ``(F × F)`` read along diagonals (left-padded with ``W − 1`` copies of frame 0's column,
+slot ``j`` of row ``i`` is padded column ``i + j``; the diagonal ``i + 0`` is overwritten with frame 0 so slot 0
+always holds it) plus ``q·Kp`` give the ``(F × W)`` window logits; the softmax goes back through the same view
+onto the frames and ``P·Vx + P_slots·Vp`` are two batched GEMMs. Sequences are processed in chunks of about
+``chunk_bytes`` of working memory so the working set stays in cache. ``fused=True`` forces the fused path on
+CPU (tests, host-kernel checks). Costs: tests/benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -43,10 +55,11 @@ if TYPE_CHECKING:
     from ..animatediff.motion_module import TemporalSelfAttention
 
 CPU_CHUNK_BYTES = 16 * 2**20
-ACCELERATOR_CHUNK_BYTES = 256 * 2**20
-#: query entry (in the extra head dimensions) for a frame outside the window: a logit of ``−1e4/√d'``, whose
+#: query entry (in the extra head dimensions) for a key outside the window: a logit of ``−1e4/√D``, whose
 #: exponential is 0 in every dtype and which half precision still represents
 OUTSIDE_WINDOW_QUERY = -1e4
+#: widened head dimensions are padded to a multiple of this (the fused GPU kernels' alignment)
+HEAD_DIM_ALIGNMENT = 8
 
 
 def resolve_window_length(window_length: int | None, frames: int) -> int:
@@ -61,98 +74,152 @@ def resolve_window_length(window_length: int | None, frames: int) -> int:
     return window_length
 
 
-class WindowLayout(NamedTuple):
-    """Index tables of the window for ``F`` frames and ``W`` slots (see the module docstring).
-
-    ``source`` ``(F, W)`` long: frame in slot j of row i; ``first_frame_slot`` ``(F, W)`` bool: the slot holds
-    frame 0; ``bias_column`` ``(F, F)`` long: the slot of frame m in row i (column ``W`` = frame 0's merged
-    copies); ``outside`` ``(F, F)`` bool: frame m is not in row i's window.
-    """
-
-    source: Tensor
-    first_frame_slot: Tensor
-    bias_column: Tensor
-    outside: Tensor
-
-
-@lru_cache(maxsize=64)
-def window_layout(frames: int, window: int, device: torch.device) -> WindowLayout:
-    """The :class:`WindowLayout` of ``frames`` frames and ``window`` slots on ``device``."""
+def key_slots(frames: int, window: int) -> Tensor:
+    """``(F, L)`` long, ``L = W + F − 1``: the window slot key ``l`` holds in row ``i``, or ``W`` when key ``l``
+    is not in row ``i``'s window. Keys ``0..W−1`` are frame 0 in slot ``l``, keys ``W + m − 1`` frame ``m ≥ 1``."""
     rows = torch.arange(frames)[:, None]
-    slots = torch.arange(window)[None]
-    source = (rows - window + 1 + slots).clamp(min=0)
-    source[:, 0] = 0
-    columns = torch.arange(frames)[None]
-    slot_of_frame = columns - rows + window - 1
-    outside = (columns > rows) | (slot_of_frame < 1)
-    bias_column = torch.where(outside, 0, slot_of_frame)
-    bias_column[:, 0] = window
-    outside[:, 0] = False
-    return WindowLayout(*(t.to(device) for t in (source, source == 0, bias_column, outside)))
+    copies = torch.arange(window)[None]
+    first_frame = torch.where((copies == 0) | (copies <= window - 1 - rows), copies, window)
+    later = torch.arange(1, frames)[None]
+    slot = later - rows + window - 1
+    later_frames = torch.where((later <= rows) & (slot >= 1), slot, window)
+    return torch.cat([first_frame, later_frames], dim=1)
 
 
-def _attend_chunk(q: Tensor, k: Tensor, v: Tensor, k_pos: Tensor, v_pos: Tensor, heads: int, scale: float,
-                  kernel: AttentionKernel, out: Tensor) -> None:
-    """Window attention of one chunk of sequences, written into ``out``.
+class WindowTables(NamedTuple):
+    """Per-layer constants of the fused window attention (h heads, d head dimensions, D widened ones).
 
-    ``q`` (query PE included), ``k``, ``v`` (no PE) and ``out``: ``(n, F, C)``; ``k_pos`` ``(h, d, W)`` (already
-    multiplied by ``scale``) and ``v_pos`` ``(h, W, d)``: projected PE of the window slots; ``scale`` multiplies
-    q·kᵀ. Autograd-safe: no in-place writes.
+    ``query_weight`` ``(C, h·(d + W + 1))`` and ``query_bias`` ``(h·(d + W + 1),)``: per head the query times
+    the softmax scale and ``√D``, its logits against the ``W`` slot PE keys (query PE included) and a constant
+    :data:`OUTSIDE_WINDOW_QUERY` column; ``query_slots`` ``(1, F, 1, L)`` long: which of those ``W + 1`` columns
+    key ``l`` reads in row ``i``; ``query_padding`` ``(h, D − d − L)`` zeros; ``key_value_weight`` ``(C, 2C)``:
+    the key and value projections; ``key_frames`` ``(L,)`` long: the frame of each key; ``key_extras``
+    ``(L, 2, h, D − d)``: the extra dimensions of each key and value (``e_l``); ``value_positions``
+    ``(F·h, L, d)``: ``Vp`` of the slot each key holds per frame and head (0 outside the window).
     """
-    n, f, channels = q.shape
-    d, w = channels // heads, k_pos.shape[-1]
-    layout = window_layout(f, w, q.device)
-    q_heads, k_heads, v_heads = (t.view(n, f, heads, d).transpose(1, 2) for t in (q, k, v))  # (n, h, F, d)
-    slot_logits = torch.matmul(q_heads, k_pos)  # (n, h, F, W)
-    copy_logits = slot_logits.masked_fill(~layout.first_frame_slot, -math.inf)
-    first_frame_logit = copy_logits.logsumexp(-1, keepdim=True)  # frame 0's copies merged, (n, h, F, 1)
-    root = math.sqrt(d + f)  # the kernel divides by √d' of the widened heads
-    bias = torch.cat([slot_logits, first_frame_logit], -1).gather(-1, layout.bias_column.expand(n, heads, f, f))
-    bias = (bias * root).masked_fill(layout.outside, OUTSIDE_WINDOW_QUERY)
-    units = torch.eye(f, dtype=q.dtype, device=q.device).expand(n, heads, f, f)
-    attended = kernel(torch.cat([q_heads * (scale * root), bias], -1), torch.cat([k_heads, units], -1),
-                      torch.cat([v_heads, units], -1))
-    frame_probabilities = attended[..., d:]
-    copy_share = torch.where(layout.first_frame_slot, (copy_logits - first_frame_logit).exp(), 1.0)
-    slot_probabilities = frame_probabilities.gather(-1, layout.source.expand(n, heads, f, w)) * copy_share
-    result = attended[..., :d] + torch.matmul(slot_probabilities, v_pos)
-    out.view(n, f, heads, d).copy_(result.transpose(1, 2))
+
+    query_weight: Tensor
+    query_bias: Tensor
+    query_slots: Tensor
+    query_padding: Tensor
+    key_value_weight: Tensor
+    key_frames: Tensor
+    key_extras: Tensor
+    value_positions: Tensor
 
 
-def _chunks(sequences: int, frames: int, window: int, channels: int, heads: int, like: Tensor,
-            chunk_bytes: int | None) -> Iterator[slice]:
-    """Row ranges covering ``sequences``, each needing about ``chunk_bytes`` of working memory."""
-    if chunk_bytes is None:
-        chunk_bytes = CPU_CHUNK_BYTES if like.device.type == "cpu" else ACCELERATOR_CHUNK_BYTES
-    bytes_per_sequence = like.element_size() * frames * (12 * channels + heads * (11 * frames + 4 * window))
-    per_chunk = max(1, chunk_bytes // bytes_per_sequence)
+def widened_head_dim(head_dim: int, keys: int) -> int:
+    """``d + L`` rounded up to a multiple of :data:`HEAD_DIM_ALIGNMENT`."""
+    return -(-(head_dim + keys) // HEAD_DIM_ALIGNMENT) * HEAD_DIM_ALIGNMENT
+
+
+def window_tables(attn: TemporalSelfAttention, pe: Tensor, frames: int, window: int) -> WindowTables:
+    """The :class:`WindowTables` of ``attn`` for ``frames`` frames and ``window`` slots; ``pe`` ``(F, C)``."""
+    heads, channels = attn.heads, attn.to_q.in_features
+    d = channels // heads
+    keys = window + frames - 1
+    width = widened_head_dim(d, keys)
+    root, scale = math.sqrt(width), attn.softmax_scale
+    dtype, device = pe.dtype, pe.device
+    w_q, w_k, w_v = (layer.weight.to(dtype).view(heads, d, channels) for layer in (attn.to_q, attn.to_k, attn.to_v))
+    slots = key_slots(frames, window).to(device)  # (F, L), W = outside the window
+    k_pos = torch.einsum("sc,hdc->hsd", pe[:window], w_k)  # (h, W, d)
+    # per head: [q (d) | q·Kp[j] for the W slots | a constant column for keys outside the window]
+    query_weight = torch.cat([w_q, torch.einsum("hdc,hsd->hsc", w_q, k_pos), w_q.new_zeros(heads, 1, channels)],
+                             dim=1) * (scale * root)  # (h, d + W + 1, C)
+    query_bias = query_weight @ pe[window - 1]  # the query's PE, (h, d + W + 1)
+    query_bias[:, -1] = OUTSIDE_WINDOW_QUERY
+    padded_pe = torch.cat([pe[:window], pe.new_zeros(1, channels)])  # slot W = zero position term
+    v_pos = torch.einsum("sc,hdc->shd", padded_pe, w_v)[slots]  # (F, L, h, d)
+    key_value_weight = torch.cat([w_k, w_v]).view(2 * channels, channels).T
+    key_extras = pe.new_zeros(keys, width - d)
+    key_extras[:, :keys] = torch.eye(keys, dtype=dtype, device=device)
+    value_positions = v_pos.permute(0, 2, 1, 3).reshape(frames * heads, keys, d)
+    key_frames = torch.cat([torch.zeros(window, dtype=torch.long), torch.arange(1, frames)]).to(device)
+    return WindowTables(query_weight.reshape(heads * (d + window + 1), channels).T, query_bias.flatten(),
+                        slots.view(1, frames, 1, keys), pe.new_zeros(heads, width - d - keys), key_value_weight,
+                        key_frames, key_extras[:, None, None].expand(keys, 2, heads, width - d), value_positions)
+
+
+def _attend_chunk(hidden: Tensor, tables: WindowTables, heads: int, window: int, kernel: AttentionKernel,
+                  out: Tensor) -> None:
+    """Window attention of the layer-normed tokens ``hidden`` ``(n, F, C)`` of one chunk, written into ``out``
+    ``(n, F, C)`` (before ``to_out``). Autograd-safe: no in-place writes on tensors backward reads."""
+    n, frames, channels = hidden.shape
+    keys, d = tables.value_positions.shape[1:]
+    width = d + keys + tables.query_padding.shape[-1]
+    projected = torch.addmm(tables.query_bias, hidden.reshape(n * frames, channels), tables.query_weight)
+    projected = projected.view(n, frames, heads, d + window + 1)
+    window_logits = projected[..., d:].gather(-1, tables.query_slots.expand(n, frames, heads, keys))
+    queries = torch.cat([projected[..., :d], window_logits, tables.query_padding.expand(n, frames, -1, -1)], -1)
+    keys_values = torch.matmul(hidden, tables.key_value_weight).view(n, frames, 2, heads, d)[:, tables.key_frames]
+    keys_values = torch.cat([keys_values, tables.key_extras.expand(n, -1, -1, -1, -1)], dim=-1)  # (n, L, 2, h, D)
+    attended = kernel(queries.transpose(1, 2), keys_values[:, :, 0].transpose(1, 2),
+                      keys_values[:, :, 1].transpose(1, 2))
+    by_frame_head = attended.transpose(1, 2).reshape(n, frames * heads, width).transpose(0, 1)  # (F·h, n, D)
+    result = torch.baddbmm(by_frame_head[..., :d], by_frame_head[..., d:d + keys], tables.value_positions)
+    out.view(n, frames, heads, d).copy_(result.view(frames, heads, n, d).permute(2, 0, 1, 3))
+
+
+def _slot_view(padded: Tensor, window: int) -> Tensor:
+    """``(B, F, F + W − 1)`` contiguous → ``(B, F, W)`` view with ``[b, i, j] = padded[b, i, i + j]``."""
+    batch_stride, row_stride, _ = padded.stride()
+    return padded.as_strided((padded.shape[0], padded.shape[1], window), (batch_stride, row_stride + 1, 1))
+
+
+def _attend_chunk_decomposed(hidden: Tensor, attn: TemporalSelfAttention, k_pos: Tensor, v_pos: Tensor,
+                             query_pe: Tensor, out: Tensor) -> None:
+    """Window attention of one chunk ``hidden`` ``(n, F, C)`` by batched GEMMs, written into ``out``.
+
+    ``k_pos`` ``(h, d, W)`` (times the softmax scale) and ``v_pos`` ``(h, W, d)``: projected slot PE;
+    ``query_pe`` ``(C,)``: ``p_{W−1}``. Autograd-safe: in-place writes only touch fresh tensors that no backward
+    formula reads.
+    """
+    n, f, channels = hidden.shape
+    h, w = attn.heads, k_pos.shape[-1]
+    d, pad = channels // h, w - 1
+
+    def head_major(tokens: Tensor) -> Tensor:
+        """``(n, F, C)`` → contiguous ``(h·n, F, d)``."""
+        return tokens.reshape(n, f, h, d).permute(2, 0, 1, 3).reshape(h * n, f, d)
+
+    q = head_major(attn.to_q(hidden + query_pe))
+    k, v = head_major(attn.to_k(hidden)), head_major(attn.to_v(hidden))
+    frame_scores = torch.bmm(q, k.transpose(1, 2)).mul_(attn.softmax_scale)  # (h·n, F, F)
+    padded_scores = torch.cat([frame_scores[:, :, :1].expand(-1, -1, pad), frame_scores], dim=-1)
+    padded_scores.diagonal(dim1=1, dim2=2).copy_(frame_scores[:, :, 0])  # slot 0 of every row: frame 0
+    logits = torch.bmm(q.view(h, n * f, d), k_pos).view(h * n, f, w)
+    logits += _slot_view(padded_scores, w)
+    probabilities = logits.softmax(-1)
+    padded_probabilities = probabilities.new_zeros(h * n, f, f + pad)
+    _slot_view(padded_probabilities, w).copy_(probabilities)
+    padded_probabilities.diagonal(dim1=1, dim2=2).zero_()  # slot 0 goes to frame 0 below
+    frame_weights = padded_probabilities[:, :, pad:]
+    frame_weights[:, :, 0] += padded_probabilities[:, :, :pad].sum(-1) + probabilities[:, :, 0]
+    attended = torch.bmm(frame_weights, v).view(h, n * f, d)
+    attended.baddbmm_(probabilities.view(h, n * f, w), v_pos)
+    out.view(n, f, h, d).copy_(attended.view(h, n, f, d).permute(1, 2, 0, 3))
+
+
+def _chunks(sequences: int, bytes_per_sequence: int, like: Tensor, chunk_bytes: int | None) -> Iterator[slice]:
+    """Row ranges covering ``sequences``, each needing about ``chunk_bytes`` of working memory (None: 16 MiB on
+    CPU, one chunk on accelerators)."""
+    if chunk_bytes is None and like.device.type != "cpu":
+        yield slice(0, sequences)
+        return
+    per_chunk = max(1, (chunk_bytes or CPU_CHUNK_BYTES) // bytes_per_sequence)
     for start in range(0, sequences, per_chunk):
         yield slice(start, min(start + per_chunk, sequences))
 
 
-def _split_position_heads(k_pos: Tensor, v_pos: Tensor, heads: int, scale: float) -> tuple[Tensor, Tensor]:
-    """Projected window PE ``(W, C)`` → keys ``(h, d, W)`` times ``scale`` and values ``(h, W, d)``."""
-    window, channels = k_pos.shape
-    k_heads = k_pos.reshape(window, heads, channels // heads).permute(1, 2, 0) * scale
-    v_heads = v_pos.reshape(window, heads, channels // heads).transpose(0, 1).contiguous()
-    return k_heads, v_heads
-
-
-def attend_window(q: Tensor, k: Tensor, v: Tensor, k_pos: Tensor, v_pos: Tensor, *, heads: int, scale: float,
-                  kernel: AttentionKernel = sdpa_attention, chunk_bytes: int | None = None) -> Tensor:
-    """Positional-corrected window attention of already projected tokens → ``(N, F, C)`` (before ``to_out``).
-
-    ``q``: ``(N, F, C)`` projected from tokens + ``p_{W−1}``; ``k``, ``v``: ``(N, F, C)`` projected from tokens
-    without PE; ``k_pos``, ``v_pos``: ``(W, C)`` projected ``p_0..p_{W−1}`` (W = window length); ``scale``
-    multiplies q·kᵀ; ``kernel``: the attention kernel (one call per chunk).
-    """
-    sequences, frames, channels = q.shape
-    window = k_pos.shape[0]
-    k_heads, v_heads = _split_position_heads(k_pos, v_pos, heads, scale)
-    out = q.new_empty(q.shape)
-    for rows in _chunks(sequences, frames, window, channels, heads, q, chunk_bytes):
-        _attend_chunk(q[rows], k[rows], v[rows], k_heads, v_heads, heads, scale, kernel, out[rows])
-    return out
+def _weights_signature(attn: TemporalSelfAttention, pe: Tensor, window: int) -> tuple:
+    """What the tables of ``attn`` depend on: shapes, dtype, device, key scale and the weights' tensors, storage
+    and in-place version. ComfyUI patches and moves weights by replacing them (new tensor, new storage);
+    inference tensors (its weights under ``torch.inference_mode``) keep no version, so an in-place change to
+    one of them under inference mode is not seen."""
+    tensors = (attn.to_q.weight, attn.to_k.weight, attn.to_v.weight, attn.pe)
+    return (pe.shape[0], window, pe.dtype, pe.device, attn.key_scale,
+            tuple((id(t), t.data_ptr(), t.device, None if t.is_inference() else t._version) for t in tensors))
 
 
 @dataclass(frozen=True)
@@ -160,13 +227,17 @@ class PositionCorrectedWindowAttention:
     """AnimateZero temporal attention, a ``TemporalAttentionVariant`` for :class:`TemporalSelfAttention`.
 
     ``window_length``: frames per window, frame 0 included (≥ 2, at most the video length); None = the video
-    length. ``kernel``: the attention kernel. ``chunk_bytes``: working memory per chunk of sequences; None =
-    16 MiB on CPU, 256 MiB on accelerators. Honours ``attn.key_scale`` through ``attn.softmax_scale``.
+    length. ``kernel``: the attention kernel (fused path). ``chunk_bytes``: working memory per chunk of
+    sequences; None = 16 MiB on CPU, all sequences at once on accelerators. ``fused``: the fused kernel path;
+    None = on accelerators (CPU: the decomposed path). Honours ``attn.key_scale`` through ``attn.softmax_scale``.
     """
 
     window_length: int | None = None
     kernel: AttentionKernel = sdpa_attention
     chunk_bytes: int | None = None
+    fused: bool | None = None
+    _tables: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, init=False,
+                                               repr=False, compare=False)
 
     def __post_init__(self) -> None:
         length = self.window_length
@@ -178,16 +249,36 @@ class PositionCorrectedWindowAttention:
         if self.chunk_bytes is not None and self.chunk_bytes < 1:
             raise Pix2GifInputError(f"chunk_bytes {self.chunk_bytes} must be positive (or empty for the default).")
 
+    def tables(self, attn: TemporalSelfAttention, pe: Tensor, window: int) -> WindowTables:
+        """``attn``'s tables, reused while its weights, key scale, dtype and shape are unchanged; rebuilt per
+        call with gradients on and under ``torch.compile``."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return window_tables(attn, pe, pe.shape[0], window)
+        signature = _weights_signature(attn, pe, window)
+        cached = self._tables.get(attn)
+        if cached is None or cached[0] != signature:
+            cached = (signature, window_tables(attn, pe, pe.shape[0], window))
+            self._tables[attn] = cached
+        return cached[1]
+
     def __call__(self, attn: TemporalSelfAttention, hidden: Tensor, pe: Tensor) -> Tensor:
         """``hidden`` ``(N, F, C)`` layer-normed tokens, ``pe`` ``(F, C)`` → ``(N, F, C)`` before ``attn.to_out``."""
         sequences, frames, channels = hidden.shape
         window = resolve_window_length(self.window_length, frames)
-        heads, scale = attn.heads, attn.softmax_scale
-        k_heads, v_heads = _split_position_heads(attn.to_k(pe[:window]), attn.to_v(pe[:window]), heads, scale)
-        query_pe = pe[window - 1]
+        heads, size = attn.heads, hidden.element_size()
         out = hidden.new_empty(hidden.shape)
-        for rows in _chunks(sequences, frames, window, channels, heads, hidden, self.chunk_bytes):
-            part = hidden[rows]
-            q, k, v = attn.to_q(part + query_pe), attn.to_k(part), attn.to_v(part)
-            _attend_chunk(q, k, v, k_heads, v_heads, heads, scale, self.kernel, out[rows])
+        if self.fused if self.fused is not None else hidden.device.type != "cpu":
+            tables = self.tables(attn, pe, window)
+            keys = window + frames - 1
+            width = heads * widened_head_dim(channels // heads, keys)
+            per_sequence = size * (keys * (2 * channels + 3 * width) + frames * (4 * width + 3 * channels))
+            for rows in _chunks(sequences, per_sequence, hidden, self.chunk_bytes):
+                _attend_chunk(hidden[rows], tables, heads, window, self.kernel, out[rows])
+            return out
+        scale, d = attn.softmax_scale, channels // heads
+        k_pos = attn.to_k(pe[:window]).reshape(window, heads, d).permute(1, 2, 0) * scale
+        v_pos = attn.to_v(pe[:window]).reshape(window, heads, d).transpose(0, 1).contiguous()
+        per_sequence = size * frames * (8 * channels + heads * (4 * frames + 3 * window))
+        for rows in _chunks(sequences, per_sequence, hidden, self.chunk_bytes):
+            _attend_chunk_decomposed(hidden[rows], attn, k_pos, v_pos, pe[window - 1], out[rows])
         return out

@@ -4,29 +4,33 @@ fp32, 8 heads, 2 videos (CFG batch), SD1.5 shapes, baseline and candidate measur
 
 1. temporal attention as ``TemporalSelfAttention`` calls it (PE add, Q/K/V projections, attention; before
    ``to_out``): ``global_temporal_attention`` vs ``PositionCorrectedWindowAttention()`` (W = F);
-2. the attention core on projected tokens: ``attn.attend(q, k, v)`` (fused SDPA) vs ``attend_window``;
-3. once, at the smallest shape: the naive window attention that gathers a (F × W) window of keys and values per
-   query frame, vs the same global core;
-4. spatial self-attention with keys/values from frame 0 (``shared_kv_attention``, replace and concat) vs plain
+2. the same call, the window attention before the fused version (``window_attention.py`` at commit
+   :data:`PREVIOUS_WINDOW_COMMIT`, read with ``git show``) vs the current one – the CPU "not slower" check;
+   the current one is the decomposed path on CPU, so the fused path (``fused=True``, the accelerator default)
+   is measured against both as well;
+3. spatial self-attention with keys/values from frame 0 (``shared_kv_attention``, replace and concat) vs plain
    spatial self-attention, per attention layer.
 
-Shapes: level 0 is C=320 at 64×64 positions and level 3 is C=1280 at 8×8; F ∈ {16, 32}. On CPU the level-0 rows
-are timed at ``--level0-size`` (default 32: 2·32·32 = 2048 sequences instead of 8192, to fit the time budget;
-sequences are independent, so the work per sequence is the same) and their peak memory is also measured at the
-real 64×64 (``--real-memory``). Shared K/V runs at T = ``--spatial-size``² tokens (default 32×32), B·F = 32.
+Shapes: level 0 is C=320 at 64×64 positions and level 3 is C=1280 at 8×8; F from ``--frames`` (16 32). On CPU
+the level-0 rows are timed at ``--level0-size`` (default 32: 2·32·32 = 2048 sequences instead of 8192, to fit
+the time budget; sequences are independent, so the work per sequence is the same) and their peak memory is also
+measured at the real 64×64 (``--real-memory``). Shared K/V runs at T = ``--spatial-size``² tokens (default
+32×32), B·F = 32 (``--no-spatial`` skips it).
 
 Time: paired, interleaved A/B (order alternates), ratio candidate/baseline per pair, median and p10–p90.
 Peak memory: ``peak_bytes`` of bench_motion_module.py (CUDA: max_memory_allocated; CPU: peak of live tensor
 bytes from the profiler's ``[memory]`` events, ``profile_memory=True``), above the level before the call.
 
 Usage: python tests/benchmarks/bench_window_attention.py [--device cpu|cuda] [--pairs N] [--level0-size S]
-       [--spatial-size S] [--real-memory | --no-real-memory]
+       [--frames F ...] [--spatial-size S] [--no-spatial] [--real-memory | --no-real-memory]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -41,26 +45,25 @@ from bench_motion_module import paired, peak_bytes  # noqa: E402
 
 from pix2gif_core.animatediff.motion_module import TemporalSelfAttention, global_temporal_attention  # noqa: E402
 from pix2gif_core.animatezero.shared_kv_attention import shared_kv_attention  # noqa: E402
-from pix2gif_core.animatezero.window_attention import PositionCorrectedWindowAttention, attend_window  # noqa: E402
+from pix2gif_core.animatezero.window_attention import PositionCorrectedWindowAttention  # noqa: E402
 
 HEADS, VIDEOS = 8, 2
+#: last commit with the window attention before it kept frame 1 and ran through the attention kernel
+PREVIOUS_WINDOW_COMMIT = "fe8a7f8"
 Case = tuple[str, str, Callable[[], Tensor], Callable[[], Tensor], int]
 
 
-def naive_window_core(
-    attn: TemporalSelfAttention, q: Tensor, k: Tensor, v: Tensor, k_pos: Tensor, v_pos: Tensor
-) -> Tensor:
-    """Window attention with the window's keys/values gathered per query frame: (N, F, W, C) each; slot 0 holds
-    frame 0, slots j ≥ 1 frame max(0, i − W + 1 + j)."""
-    frames, window = q.shape[1], k_pos.shape[0]
-    sources = (torch.arange(frames)[:, None] - window + 1 + torch.arange(window)[None]).clamp(min=0)
-    sources[:, 0] = 0
-    sources = sources.to(q.device)
-    keys = rearrange(k[:, sources] + k_pos, "n f w (h d) -> n f h w d", h=attn.heads)
-    values = rearrange(v[:, sources] + v_pos, "n f w (h d) -> n f h w d", h=attn.heads)
-    queries = rearrange(q, "n f (h d) -> n f h d", h=attn.heads)
-    probabilities = (torch.einsum("nfhd,nfhwd->nfhw", queries, keys) * attn.softmax_scale).softmax(-1)
-    return rearrange(torch.einsum("nfhw,nfhwd->nfhd", probabilities, values), "n f h d -> n f (h d)")
+def previous_window_attention() -> type:
+    """``PositionCorrectedWindowAttention`` of :data:`PREVIOUS_WINDOW_COMMIT`, loaded as a module of the package."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    source = subprocess.run(["git", "show", f"{PREVIOUS_WINDOW_COMMIT}:pix2gif_core/animatezero/window_attention.py"],
+                            cwd=root, check=True, capture_output=True, text=True).stdout
+    name = "pix2gif_core.animatezero.previous_window_attention"
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
+    module.__package__ = "pix2gif_core.animatezero"
+    sys.modules[name] = module  # dataclasses look the module up
+    exec(compile(source, f"{PREVIOUS_WINDOW_COMMIT}:window_attention.py", "exec"), module.__dict__)
+    return module.PositionCorrectedWindowAttention
 
 
 def plain_self_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -70,27 +73,23 @@ def plain_self_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return rearrange(attended, "b h t d -> b t (h d)")
 
 
-def temporal_cases(channels: int, size: int, frames: int, pairs: int, device: torch.device, naive: bool) -> list[Case]:
+def temporal_cases(channels: int, size: int, frames: int, pairs: int, device: torch.device) -> list[Case]:
     attn = TemporalSelfAttention(channels, pe_length=32).to(device)
     hidden = torch.randn(VIDEOS * size * size, frames, channels, device=device)
     pe = attn.position_encoding(frames, hidden)
-    window = PositionCorrectedWindowAttention()
-    q, k, v = attn.to_q(hidden + pe[-1]), attn.to_k(hidden), attn.to_v(hidden)
-    k_pos, v_pos = attn.to_k(pe), attn.to_v(pe)
+    window, previous = PositionCorrectedWindowAttention(), previous_window_attention()()
+    fused = PositionCorrectedWindowAttention(fused=True)
     shape = f"C={channels} {size}x{size} F={frames} (N={hidden.shape[0]})"
-    cases = [
+    return [
         ("temporal attention, window vs global", shape,
          lambda: global_temporal_attention(attn, hidden, pe), lambda: window(attn, hidden, pe), pairs),
-        ("attention core, window vs global SDPA", shape,
-         lambda: attn.attend(q, k, v),
-         lambda: attend_window(q, k, v, k_pos, v_pos, heads=attn.heads, scale=attn.softmax_scale), pairs),
+        (f"temporal attention, window vs window before the fused version ({PREVIOUS_WINDOW_COMMIT})", shape,
+         lambda: previous(attn, hidden, pe), lambda: window(attn, hidden, pe), pairs),
+        (f"temporal attention, FUSED window vs window before the fused version ({PREVIOUS_WINDOW_COMMIT})", shape,
+         lambda: previous(attn, hidden, pe), lambda: fused(attn, hidden, pe), pairs),
+        ("temporal attention, FUSED window vs global", shape,
+         lambda: global_temporal_attention(attn, hidden, pe), lambda: fused(attn, hidden, pe), pairs),
     ]
-    if naive:
-        difference = naive_window_core(attn, q, k, v, k_pos, v_pos) - cases[1][3]()
-        print(f"naive gathered window vs attend_window at {shape}: max abs diff {difference.abs().max().item():.1e}")
-        cases.append(("attention core, NAIVE gathered window vs global", shape,
-                      lambda: attn.attend(q, k, v), lambda: naive_window_core(attn, q, k, v, k_pos, v_pos), 5))
-    return cases
 
 
 def spatial_cases(size: int, pairs: int, device: torch.device) -> list[Case]:
@@ -119,7 +118,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--pairs", type=int, default=15)
     parser.add_argument("--level0-size", type=int, default=None, help="level-0 positions per side (CPU default 32)")
+    parser.add_argument("--frames", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--spatial-size", type=int, default=32, help="shared K/V tokens per side (64 = 512² images)")
+    parser.add_argument("--spatial", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--real-memory", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -130,10 +131,11 @@ def main() -> None:
     rows = []
     with torch.no_grad():
         cases = []
-        for frames in (16, 32):
-            cases += temporal_cases(320, level0, frames, args.pairs, device, naive=False)
-            cases += temporal_cases(1280, 8, frames, args.pairs, device, naive=frames == 16)
-        cases += spatial_cases(args.spatial_size, args.pairs, device)
+        for frames in args.frames:
+            cases += temporal_cases(320, level0, frames, args.pairs, device)
+            cases += temporal_cases(1280, 8, frames, args.pairs, device)
+        if args.spatial:
+            cases += spatial_cases(args.spatial_size, args.pairs, device)
         for name, shape, baseline, candidate, pairs in cases:
             baseline_peak, _ = peak_bytes(baseline, device)  # also the warm-up
             candidate_peak, _ = peak_bytes(candidate, device)
@@ -141,7 +143,7 @@ def main() -> None:
             row.update(shape=shape, base_mib=baseline_peak / 2**20, cand_mib=candidate_peak / 2**20)
             rows.append(row)
             print(f"  {name} | {shape}: {row['ratio']:.2f}", flush=True)
-        memory = {frames: real_shape_memory(frames, device) for frames in (16, 32)} if args.real_memory else {}
+        memory = {frames: real_shape_memory(frames, device) for frames in args.frames} if args.real_memory else {}
     print("\n| case | shape | pairs | baseline ms | candidate ms | time ratio median [p10–p90] | baseline peak MiB "
           "| candidate peak MiB | memory ratio |\n|---|---|---|---|---|---|---|---|---|")
     for row in rows:

@@ -7,6 +7,8 @@ frames agree within ``DECODE_ATOL`` (the VAE decodes a batch of frames vs. one i
 """
 from __future__ import annotations
 
+import functools
+
 import logging
 from pathlib import Path
 
@@ -342,23 +344,28 @@ def spied_attention_calls(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor,
     return calls
 
 
-def attention_calls(calls):
+def attention_calls(calls, window_length: int = 3):
     """Split spied calls into the image pass's spatial self-attention (queries as long as keys, one image per
     branch), the video pass's K/V sharing (every frame's queries against one set of keys/values per video) and
-    the window attention (sequences of FRAMES frames)."""
+    the window attention (FRAMES queries per sequence against frame 1 once per slot plus the later frames:
+    window_length + FRAMES − 1 keys)."""
     image = [(k, v) for q, k, v in calls if q.shape[0] <= 2 and q.shape[1] == k.shape[1] != FRAMES]
     shared = [(k, v) for q, k, v in calls if q.shape[1] == FRAMES * k.shape[1]]
-    windows = [q for q, k, v in calls if q.shape[1] == FRAMES == k.shape[1]]
+    windows = [q for q, k, v in calls if q.shape[1] == FRAMES and k.shape[1] == window_length + FRAMES - 1]
     return image, shared, windows
 
 
 @pytest.mark.parametrize("first", ["generated", IMAGE_NAME])
 def test_injected_kv_are_those_the_image_pass_computed_bit_for_bit(host, test_nodes, motion_file, input_image,
-                                                                   monkeypatch, first):
+                                                                   monkeypatch, pack, first):
     """Captured where the host's attention receives them: layer by layer and step by step every video's
     keys/values are those the image pass computed for the branch the image pass evaluated, bit for bit (the
     inversion at cfg 1 evaluates only the positive prompt, so the negative video keeps its own frame 1). With
-    kv_source 'video pass' they differ. The window attention goes through the host's attention as well."""
+    kv_source 'video pass' they differ. The window attention's fused path (the accelerator default, forced here
+    on the CPU) goes through the host's attention as well."""
+    module = pack.nodes.animatezero
+    monkeypatch.setattr(module, "PositionCorrectedWindowAttention",
+                        functools.partial(module.PositionCorrectedWindowAttention, fused=True))
     calls = spied_attention_calls(monkeypatch)
     run(host, test_nodes, animatezero_prompt(motion_file, first=first, options={"window_length": 3}))
     image, shared, windows = attention_calls(calls)
@@ -384,3 +391,56 @@ def test_injected_kv_are_those_the_image_pass_computed_bit_for_bit(host, test_no
     own = attention_calls(calls)[1]
     assert len(own) == len(shared)
     assert not all(torch.equal(vk, ok) for (vk, _), (ok, _) in zip(shared, own)), "the source changes the K/V"
+
+
+class TensorToPython(torch.overrides.TorchFunctionMode):
+    """Counts tensor → Python conversions (each one waits for the device): where they happen, as file:line."""
+
+    CONVERSIONS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "__complex__", "numpy"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sites: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in self.CONVERSIONS:
+            import traceback
+            caller = next((frame for frame in reversed(traceback.extract_stack()[:-1])
+                           if "torch" not in frame.filename), None)
+            self.sites.append(f"{func.__name__} at {caller.filename}:{caller.lineno}" if caller else func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(("options", "steady_reads"), [({}, 1), ({"kv_start_percent": 0.1}, 2)],
+                         ids=["whole denoising", "K/V from 10 %"])
+def test_unet_calls_convert_no_tensor_to_python_after_the_first_evaluations(host, test_nodes, motion_file,
+                                                                             monkeypatch, pack, options,
+                                                                             steady_reads):
+    """Counted in every UNet call of the video pass through the host (AnimateZero's wrapper, pinning, K/V sharing
+    on every spatial self-attention, window attention, motion modules, the host's UNet): after the run's first
+    evaluations (schedule check, departure check) only the noise-level lookup of the recorded evaluation reads
+    the device, once per call, plus one σ read per call for a K/V start/end range – no per-layer σ reads, no
+    per-call schedule reads."""
+    module, per_call = pack.nodes.animatezero, []
+    make_wrapper = module._animatezero_wrapper
+
+    def counting_wrapper(*args):
+        wrapper = make_wrapper(*args)
+
+        def counted(apply_model, call_args):
+            with TensorToPython() as mode:
+                out = wrapper(apply_model, call_args)
+            per_call.append(mode.sites)
+            return out
+
+        return counted
+
+    monkeypatch.setattr(module, "_animatezero_wrapper", counting_wrapper)
+    steps = 5
+    run(host, test_nodes, animatezero_prompt(motion_file, steps=steps, options={"window_length": 3, **options}))
+    assert len(per_call) == steps, "one UNet call (CFG batch) per step"
+    steady = per_call[pack.pix2gif_core.animatezero.first_frame_pinning.DEPARTURE_CHECKED_EVALUATIONS:]
+    assert steady and all(len(sites) == steady_reads and all("animatezero.py" in site for site in sites)
+                          for sites in steady), per_call
+    first = per_call[0]  # the schedule check (once per run: two lists), the σ lookup(s), the departure check (two)
+    assert len(first) <= 4 + steady_reads and all("comfyui-pix2gif" in site for site in first), first

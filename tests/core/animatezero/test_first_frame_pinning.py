@@ -219,3 +219,28 @@ def test_trajectory_holds_one_latent_per_evaluation(state, denoised):
 def test_recorder_refuses_a_batch():
     with pytest.raises(Pix2GifInputError, match="batch of 2"):
         TrajectoryRecorder().record(torch.ones(2), torch.zeros(2, 4, 3, 3), torch.zeros(2, 4, 3, 3))
+
+
+def test_a_checked_schedule_is_not_read_again_in_its_run():
+    """The sampler hands every call of a run the same schedule tensor: read (and checked) once; a new tensor is
+    checked again."""
+    replay = TrajectoryReplay(fake_trajectory([9.0, 3.0, 1.0]))
+    schedule = torch.tensor([9.0, 3.0, 1.0, 0.0])
+    replay.check_schedule(schedule)
+    schedule[1] = 5.0  # an in-place change is invisible without reading: the run's tensor is trusted
+    replay.check_schedule(schedule)
+    with pytest.raises(Pix2GifInputError, match="step 1"):
+        replay.check_schedule(schedule.clone())
+
+
+@pytest.mark.parametrize(("leaves_at", "reported"), [(0, True), (1, True), (2, False)])
+def test_departures_are_looked_for_in_the_first_evaluations_of_a_run_only(leaves_at, reported):
+    """Frame 1 leaves the trajectory at evaluation ``leaves_at`` and stays off it: seen in the run's first two
+    evaluations (other start noise, an ancestral sampler's first fresh noise), not read later."""
+    replay = TrajectoryReplay(fake_trajectory([9.0, 3.0, 1.0]))
+    seen = []
+    for index, sigma in enumerate((9.0, 3.0, 1.0)):
+        evaluation = replay.evaluation_at(sigma)
+        seen.append(replay.departs(evaluation.state + (1.0 if index >= leaves_at else 0.0), evaluation))
+        replay.evaluation_done()
+    assert seen == [reported and index == leaves_at for index in range(3)]

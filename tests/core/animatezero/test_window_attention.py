@@ -4,13 +4,25 @@ per query frame the window is built explicitly – frame 1 in the first slot, th
 attended with an explicit softmax, in float64 loops; nothing of the implementation is reused."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
 from pix2gif_core.errors import Pix2GifInputError
 from pix2gif_core.animatediff.motion_module import TemporalSelfAttention
 from pix2gif_core.attention import sdpa_attention
-from pix2gif_core.animatezero.window_attention import PositionCorrectedWindowAttention, attend_window
+from pix2gif_core.animatediff.motion_module import global_temporal_attention
+from pix2gif_core.animatezero import window_attention
+from pix2gif_core.animatezero.window_attention import PositionCorrectedWindowAttention
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["decomposed", "fused"])
+def window_path(request, monkeypatch):
+    """Every test runs on the decomposed (CPU default) and the fused (accelerator) path."""
+    monkeypatch.setitem(globals(), "PositionCorrectedWindowAttention",
+                        functools.partial(window_attention.PositionCorrectedWindowAttention, fused=request.param))
+    return request.param
 
 
 def make_attention(channels: int = 8, heads: int = 2, key_scale: float = 1.0) -> TemporalSelfAttention:
@@ -70,18 +82,6 @@ def test_chunked_sequences_with_tail_match_reference(chunk_bytes):
     pe = torch.randn(5, 8, dtype=torch.float64)
     variant = PositionCorrectedWindowAttention(window_length=3, chunk_bytes=chunk_bytes)
     torch.testing.assert_close(variant(attn, hidden, pe), naive_window_attention(attn, hidden, pe, 3))
-
-
-def test_attend_window_on_projections_matches_reference():
-    attn = make_attention()
-    hidden = torch.randn(4, 6, 8, dtype=torch.float64)
-    pe = torch.randn(6, 8, dtype=torch.float64)
-    with torch.no_grad():
-        got = attend_window(
-            attn.to_q(hidden + pe[3]), attn.to_k(hidden), attn.to_v(hidden), attn.to_k(pe[:4]), attn.to_v(pe[:4]),
-            heads=attn.heads, scale=attn.softmax_scale, chunk_bytes=1,
-        )
-    torch.testing.assert_close(got, naive_window_attention(attn, hidden, pe, 4))
 
 
 @pytest.mark.parametrize("key_scale", [0.5, 1.7])
@@ -151,29 +151,36 @@ def test_first_frame_contributes_to_every_frame_for_every_window_length(frames):
         assert (after - before).abs().amax(dim=-1).gt(1e-6).all(), f"window {window}: a frame lost frame 1"
 
 
-def test_the_attention_kernel_is_called_once_per_chunk_with_the_same_numbers():
+@pytest.mark.parametrize(("sequences", "chunk_bytes", "calls_expected"), [(7, 1, 7), (300, None, 1)])
+def test_the_fused_path_calls_the_attention_kernel_once_per_chunk(sequences, chunk_bytes, calls_expected):
+    """One call per chunk (one chunk by default for 300 small sequences), W + F − 1 keys, no mask; chunks change
+    only the GEMMs' rounding (float64: below 1e-14)."""
     attn = make_attention()
-    hidden = torch.randn(7, 5, 8, dtype=torch.float64)
+    hidden = torch.randn(sequences, 5, 8, dtype=torch.float64)
     pe = torch.randn(5, 8, dtype=torch.float64)
     calls = []
 
     def kernel(q, k, v, mask=None):
-        calls.append(q.shape)
+        calls.append((q.shape, k.shape, mask))
         return sdpa_attention(q, k, v, mask)
 
-    got = PositionCorrectedWindowAttention(3, kernel=kernel, chunk_bytes=1)(attn, hidden, pe)
-    assert len(calls) == 7 and all(shape[:2] == (1, attn.heads) for shape in calls)
-    torch.testing.assert_close(got, PositionCorrectedWindowAttention(3)(attn, hidden, pe), rtol=0, atol=0)
+    got = PositionCorrectedWindowAttention(3, kernel=kernel, chunk_bytes=chunk_bytes, fused=True)(attn, hidden, pe)
+    rows = sequences // calls_expected
+    assert [(q[:3], k[2], mask) for q, k, mask in calls] == [((rows, attn.heads, 5), 3 + 5 - 1, None)] * calls_expected
+    torch.testing.assert_close(got, PositionCorrectedWindowAttention(3)(attn, hidden, pe), rtol=0, atol=1e-14)
     torch.testing.assert_close(got, naive_window_attention(attn, hidden, pe, 3))
 
 
-def test_float32_close_to_float64():
-    attn = make_attention(channels=32, heads=4)
-    hidden = torch.randn(9, 8, 32, dtype=torch.float64)
-    pe = torch.randn(8, 32, dtype=torch.float64)
-    expected = naive_window_attention(attn, hidden, pe, 8)
-    got = PositionCorrectedWindowAttention()(attn.float(), hidden.float(), pe.float())
-    torch.testing.assert_close(got, expected.float(), rtol=1e-4, atol=1e-5)
+@pytest.mark.parametrize(("frames", "window_length", "channels", "heads"),
+                         [(8, None, 32, 4), (16, None, 64, 8), (16, 5, 64, 8), (12, 2, 40, 2)])
+def test_float32_equals_float64_reference_to_1e_5(frames, window_length, channels, heads):
+    """The fused float32 computation against the float64 formula; inputs of unit scale, as after LayerNorm."""
+    attn = make_attention(channels=channels, heads=heads)
+    hidden = torch.randn(9, frames, channels, dtype=torch.float64)
+    pe = torch.randn(frames, channels, dtype=torch.float64)
+    expected = naive_window_attention(attn, hidden, pe, window_length or frames)
+    got = PositionCorrectedWindowAttention(window_length)(attn.float(), hidden.float(), pe.float())
+    torch.testing.assert_close(got, expected.float(), rtol=0, atol=1e-5)
 
 
 def test_window_longer_than_video_names_the_input():
@@ -208,3 +215,84 @@ def test_last_frame_of_a_full_window_equals_global_attention(frames):
     torch.testing.assert_close(windowed[:, -1], global_[:, -1])
     if frames > 1:
         assert (windowed[:, 0] - global_[:, 0]).abs().max() > 1e-3
+
+
+def test_one_variant_follows_weight_and_key_scale_changes():
+    """The per-layer tables are reused between calls, but an in-place weight change (a LoRA patch), another
+    key scale or another frame count gives the new numbers."""
+    attn = make_attention()
+    hidden = torch.randn(3, 6, 8, dtype=torch.float64)
+    pe = torch.randn(6, 8, dtype=torch.float64)
+    variant = PositionCorrectedWindowAttention(4)
+    with torch.no_grad():
+        variant(attn, hidden, pe)
+        attn.to_k.weight.mul_(1.5)
+        torch.testing.assert_close(variant(attn, hidden, pe), naive_window_attention(attn, hidden, pe, 4))
+        attn.key_scale = 0.7
+        torch.testing.assert_close(variant(attn, hidden, pe), naive_window_attention(attn, hidden, pe, 4))
+        torch.testing.assert_close(variant(attn, hidden[:, :5], pe[:5]),
+                                   naive_window_attention(attn, hidden[:, :5], pe[:5], 4))
+
+
+# ops that move no data (views, allocations, dispatch wrappers); everything else the profiler records is a kernel
+NOT_KERNELS = {
+    "aten::view", "aten::reshape", "aten::_reshape_alias", "aten::_unsafe_view", "aten::transpose", "aten::permute",
+    "aten::t", "aten::expand", "aten::as_strided", "aten::select", "aten::slice", "aten::unsqueeze", "aten::squeeze",
+    "aten::alias", "aten::detach", "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::resolve_conj",
+    "aten::resolve_neg", "aten::linear", "aten::matmul", "aten::scaled_dot_product_attention", "aten::lift_fresh",
+    "aten::new_empty", "aten::narrow", "aten::to", "aten::contiguous", "aten::diagonal", "aten::unflatten",
+}
+
+
+def kernels_of(run) -> list[str]:
+    """aten ops of one ``run()`` (after a warm-up) that launch work: not in NOT_KERNELS and not calling another
+    op that does (a composite op is counted through its parts)."""
+    from torch.profiler import profile
+
+    run()
+    with profile() as prof:
+        run()
+    events = [event for event in prof.events() if event.name.startswith("aten::")]
+    return [event.name for event in events if event.name not in NOT_KERNELS and not any(
+        child.name.startswith("aten::") and child.name not in NOT_KERNELS for child in event.cpu_children)]
+
+
+@pytest.mark.parametrize(("frames", "window_length"), [(16, None), (16, 6), (8, 2)])
+def test_kernel_count_at_most_twice_global_attention(frames, window_length):
+    attn = TemporalSelfAttention(64, pe_length=32, heads=8)
+    hidden = torch.randn(32, frames, 64)
+    pe = attn.position_encoding(frames, hidden)
+    variant = PositionCorrectedWindowAttention(window_length, fused=True)
+    with torch.no_grad():
+        global_kernels = kernels_of(lambda: global_temporal_attention(attn, hidden, pe))
+        window_kernels = kernels_of(lambda: variant(attn, hidden, pe))
+    assert global_kernels.count("aten::_scaled_dot_product_flash_attention_for_cpu") == 1
+    assert window_kernels.count("aten::_scaled_dot_product_flash_attention_for_cpu") == 1
+    assert len(window_kernels) <= 2 * len(global_kernels), (window_kernels, global_kernels)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_stays_close_to_the_reference(dtype):
+    """Tables and widened heads in half precision (the accelerator dtypes): the outside-window logit still
+    vanishes and the result stays within half-precision rounding of the float64 formula."""
+    attn = make_attention(channels=32, heads=4)
+    hidden = torch.randn(6, 8, 32, dtype=torch.float64)
+    pe = torch.randn(8, 32, dtype=torch.float64)
+    expected = naive_window_attention(attn, hidden, pe, 5)
+    with torch.no_grad():
+        got = PositionCorrectedWindowAttention(5)(attn.to(dtype), hidden.to(dtype), pe.to(dtype))
+    assert got.dtype == dtype and torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=0.01 if dtype == torch.float16 else 0.05)
+
+
+def test_inference_mode_weights_replaced_as_comfyui_patches_them_give_the_new_numbers():
+    """ComfyUI runs under torch.inference_mode and patches a weight by putting a new tensor in its place."""
+    with torch.inference_mode():
+        attn = make_attention()
+        hidden = torch.randn(3, 6, 8, dtype=torch.float64)
+        pe = torch.randn(6, 8, dtype=torch.float64)
+        variant = PositionCorrectedWindowAttention(4)
+        variant(attn, hidden, pe)
+        attn.to_q.weight = torch.nn.Parameter(attn.to_q.weight * 1.5, requires_grad=False)
+        got = variant(attn, hidden, pe)
+    torch.testing.assert_close(got, naive_window_attention(attn, hidden, pe, 4))
