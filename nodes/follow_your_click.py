@@ -80,12 +80,8 @@ class LoadSamModel:
 
     @classmethod
     def VALIDATE_INPUTS(cls, sam_name):
-        available = _sam_folders()
-        if sam_name in available:
-            return True
-        if not available:
-            return f"[{cls.TITLE}] {_missing_sam_message()}"
-        return f"[{cls.TITLE}] sam_name: '{sam_name}' is not a SAM folder in models/sams; pick one from the list"
+        return model_folders.choice_error(SAMS, sam_name, "sam_name", cls.TITLE, _missing_sam_message,
+                                          available=_sam_folders()) or True
 
     def load(self, sam_name):
         path = _sam_path(sam_name)

@@ -36,10 +36,10 @@ def full_path(folder_id: str, name: str) -> str | None:
 
 
 def choice_error(folder_id: str, name: str, input_name: str, node_title: str,
-                 when_empty: Callable[[], str]) -> str | None:
-    """The VALIDATE_INPUTS message when ``name`` is not a file of ``models/<folder_id>`` (None when it is);
-    ``when_empty()`` says where to put files when the folder has none."""
-    available = files(folder_id)
+                 when_empty: Callable[[], str], available: list[str] | None = None) -> str | None:
+    """The VALIDATE_INPUTS message when ``name`` is not one of ``available`` (default: the files of
+    ``models/<folder_id>``; None when it is); ``when_empty()`` says where to put files when there are none."""
+    available = files(folder_id) if available is None else available
     if name in available:
         return None
     if not available:
