@@ -281,15 +281,18 @@ def schedule_patch(model, schedule: str):
 
 
 def inject(model, motion: LoadedMotionModel, *, key_scale: float, cross_frame_groupnorm: bool,
-           beta_schedule: str | None):
-    """A patched clone of ``model`` running ``motion``'s modules; ``beta_schedule`` None keeps the model's."""
+           beta_schedule: str | None, unet_in_channels: int = 4):
+    """A patched clone of ``model`` running ``motion``'s modules; ``beta_schedule`` None keeps the model's.
+
+    ``unet_in_channels``: the UNet input the motion modules were trained with (4: a text-to-image SD1.5 UNet;
+    Follow-Your-Click's own modules sit on its 9-channel UNet)."""
     options = model.model_options.get("transformer_options", {})
     if MOTION_MODEL_KEY in options:
         raise Pix2GifInputError(
             f"this MODEL already carries motion model '{options[MOTION_MODEL_KEY].name}'; apply one motion model "
             "per MODEL (connect the checkpoint's MODEL output instead)")
     channels = model.model.model_config.unet_config.get("in_channels", 4)
-    if channels != 4:
+    if channels != unet_in_channels:
         raise Pix2GifInputError(
             f"this MODEL's UNet takes {channels} input channels (e.g. Pix2Gif's 12-channel UNet from 'Load Pix2Gif "
             "Model', or an inpainting model); AnimateDiff motion modules go on a 4-channel SD1.5 text-to-image "

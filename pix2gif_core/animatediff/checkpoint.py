@@ -144,10 +144,17 @@ def load_motion_module_set(path: str, version_override: str | None = None) -> Mo
     :class:`Pix2GifInputError` listing them.
     """
     state, pe_length = normalize_motion_state_dict(read_state_dict_file(path), path)
-    config = detect_config(state, pe_length, path, version_override)
+    return build_motion_module_set(state, pe_length, path, version_override)
+
+
+def build_motion_module_set(state: Mapping[str, Tensor], pe_length: int | None, source: str,
+                            version_override: str | None = None) -> MotionModuleSet:
+    """The motion modules of a normalised state dict (:func:`normalize_motion_state_dict`), eval mode, holding
+    ``state``'s tensors; layout from :func:`detect_config`, every key and shape checked (errors name ``source``)."""
+    config = detect_config(state, pe_length, source, version_override)
     with torch.device("meta"):
         module_set = MotionModuleSet(config)
-    _check_keys_and_shapes(module_set, state, path)
+    _check_keys_and_shapes(module_set, state, source)
     module_set.load_state_dict(state, strict=True, assign=True)
     module_set.reset_position_encodings()
     return module_set.eval()

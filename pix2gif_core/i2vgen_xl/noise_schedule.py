@@ -6,11 +6,13 @@ import math
 
 import torch
 
+from ..diffusion.noise_schedule import TERMINAL_ALPHA_BAR, zero_terminal_snr_sigmas
+
+__all__ = ["TERMINAL_ALPHA_BAR", "cosine_betas", "i2vgen_xl_sigmas"]
+
 TIMESTEPS = 1000
 COSINE_S = 0.008
 MAX_BETA = 0.999
-#: ᾱ given to the last step instead of 0, so its σ is finite (the value ComfyUI's own zsnr rescale uses)
-TERMINAL_ALPHA_BAR = 4.8973451890853435e-08
 
 
 def cosine_betas(timesteps: int = TIMESTEPS, s: float = COSINE_S) -> torch.Tensor:
@@ -20,17 +22,7 @@ def cosine_betas(timesteps: int = TIMESTEPS, s: float = COSINE_S) -> torch.Tenso
     return (1 - f[1:] / f[:-1]).clamp(max=MAX_BETA)
 
 
-def zero_terminal_snr_alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
-    """√ᾱ shifted and scaled so that √ᾱ_T = 0 while √ᾱ_0 is kept; returns ᾱ, shape like ``betas``."""
-    root = torch.cumprod(1 - betas, dim=0).sqrt()
-    first, last = root[0].clone(), root[-1].clone()
-    root = (root - last) * first / (first - last)
-    return root ** 2
-
-
 def i2vgen_xl_sigmas() -> torch.Tensor:
     """k-diffusion σ_t = √((1 − ᾱ_t)/ᾱ_t) for t = 0..999 (float64), the last step's ᾱ set to
     :data:`TERMINAL_ALPHA_BAR`."""
-    alphas_cumprod = zero_terminal_snr_alphas_cumprod(cosine_betas())
-    alphas_cumprod[-1] = TERMINAL_ALPHA_BAR
-    return ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
+    return zero_terminal_snr_sigmas(cosine_betas())
