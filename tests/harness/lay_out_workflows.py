@@ -29,7 +29,8 @@ STAGES = {  # node type → its stage; a column's group is named after the stage
     "Pix2Gif_MotionNoisePrior": "Noise prior", "Pix2Gif_TrainMotionEmbeddings": "Training",
     "Pix2Gif_GifSampler": "Sampling", "Pix2Gif_Pix2GifSampler": "Sampling", "VAEDecode": "Decode",
     "Pix2Gif_SaveAnimation": "Output", "PreviewImage": "Output", "Pix2Gif_MeasureMotion": "Output",
-    "Pix2Gif_SaveMotionEmbeddings": "Output",
+    "Pix2Gif_SaveMotionEmbeddings": "Output", "Pix2Gif_LoadFollowYourClickModel": "Models",
+    "Pix2Gif_FollowYourClickConditioning": "Conditioning", "KSampler": "Sampling",
 }
 GROUP_COLOURS = ("#3f789e", "#8a8a3f", "#3f8a5c", "#8a5c3f", "#6b3f8a", "#3f7f8a", "#8a3f5c", "#5c5c5c")
 #: public files (the names the official releases use) → where the front end may offer them
@@ -75,6 +76,16 @@ NOTES = {
         "reference clip blended with fresh noise → a 16-frame GIF with the learned motion.\n\nFiles: an SD1.5 "
         "checkpoint, the motion module the embeddings were trained on, the embeddings in models/motion_embeddings."
         " " + SAMPLE_IMAGE + "\nChange: the prompt, the embeddings' strength and mode, prior_weight.",
+    "follow_your_click_model.json":
+        "The faithful Follow-Your-Click model: a photo, the region that moves (here the clouds, painted into the "
+        "photo's alpha channel as ComfyUI's mask editor does; or Click Mask) and a short motion prompt → a "
+        "16-frame GIF whose first frame is the photo. The 9-channel UNet reads the noisy latent, the mask on "
+        "every frame and the photo's latent on frame 1; motion_strength (4) and fps (2) are the numbers it was "
+        "conditioned on. Official sampling: DDIM, 100 steps, CFG 8.\n\nFiles: the SD1.5 checkpoint it was "
+        "fine-tuned from; a Follow-Your-Click checkpoint in models/follow_your_click. Its authors never published "
+        "theirs (Follow-Your-Click issue #18): without one, use Click Mask + Regional Motion with public "
+        "AnimateDiff weights. Copy workflows/assets/sample_landscape_clouds_masked.png into ComfyUI's input/ "
+        "folder.\nChange: the prompt, the mask (right-click Load Image → Open in MaskEditor), motion_strength.",
     "motion_preview.json":
         "Weight-free motion preview: the image zooms in over 16 frames → GIF, plus its measured motion "
         "magnitude. No model needed; seconds on a CPU.\n\n" + SAMPLE_IMAGE + "\nChange: motion (translate / zoom "

@@ -56,6 +56,7 @@ TINY_STEPS = 4
 TINY_MOTION_FILE = "tiny_v3.safetensors"
 TINY_PIX2GIF_FILE = "tiny_pix2gif.ckpt"
 TINY_EMBEDDINGS_FILE = "tiny_v3_motion.safetensors"
+TINY_FOLLOW_YOUR_CLICK_FILE = "tiny_follow_your_click.safetensors"
 #: motion modules of the tiny v3 motion model (tests/fixtures/motion_checkpoints.py) that tiny embeddings use → C
 TINY_EMBEDDING_MODULES = {"down_blocks.2.motion_modules.1": 128, "up_blocks.1.motion_modules.0": 128}
 EMBEDDING_NODES = ("Pix2Gif_LoadMotionEmbeddings", "Pix2Gif_SaveMotionEmbeddings", "Pix2Gif_TrainMotionEmbeddings")
@@ -90,7 +91,7 @@ def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
     """Swap real model loaders for the tiny test models and shrink sizes/steps so ``prompt`` runs on a CPU.
 
     A Pix2Gif checkpoint name becomes a tiny Pix2Gif file written next to ``motion_dir`` (in ``checkpoints/``,
-    registered with the host); motion embeddings are read from and saved to ``motion_embeddings/`` next to it,
+    registered with the host), a Follow-Your-Click one a tiny file in the official layout (``follow_your_click/``); motion embeddings are read from and saved to ``motion_embeddings/`` next to it,
     where a motion-embeddings file name becomes tiny random embeddings for the tiny motion model. Needs the
     test-only custom nodes (tests/harness/custom_nodes) loaded and the repository root on sys.path.
     """
@@ -106,6 +107,8 @@ def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
             inputs["model_name"] = TINY_MOTION_FILE
         elif node["class_type"] == "Pix2Gif_LoadPix2GifModel":
             inputs["ckpt_name"] = _tiny_pix2gif_file(motion_dir.parent / "checkpoints")
+        elif node["class_type"] == "Pix2Gif_LoadFollowYourClickModel":
+            inputs["ckpt_name"] = _tiny_follow_your_click_file(motion_dir.parent / "follow_your_click")
         if node["class_type"] in EMBEDDING_NODES:
             use_embeddings_folder(motion_dir.parent / "motion_embeddings")
         if node["class_type"] == "Pix2Gif_LoadMotionEmbeddings":
@@ -126,6 +129,26 @@ def _tiny_pix2gif_file(folder: Path) -> str:
     if str(folder) not in folder_paths.get_folder_paths("checkpoints"):
         folder_paths.add_model_folder_path("checkpoints", str(folder))
     return TINY_PIX2GIF_FILE
+
+
+def _tiny_follow_your_click_file(folder: Path) -> str:
+    """Write (once per folder) a tiny Follow-Your-Click checkpoint (official layout) for the tiny checkpoint's UNet
+    (seed 0, as the swapped Load Checkpoint gives) into ``folder``, registered as a follow_your_click folder."""
+    import comfy.utils
+    import folder_paths
+    import nodes
+
+    if not (folder / TINY_FOLLOW_YOUR_CLICK_FILE).is_file():
+        test_pack = sys.modules[nodes.NODE_CLASS_MAPPINGS["Pix2GifTest_TinyCheckpoint"].__module__]
+        model = test_pack.build_model(0)
+        checkpoints = _fixture("follow_your_click_checkpoints")
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoints.write_safetensors(folder / TINY_FOLLOW_YOUR_CLICK_FILE, checkpoints.make_follow_your_click_state_dict(
+            model.model.diffusion_model.state_dict(), comfy.utils.unet_to_diffusers(model.model.model_config.unet_config),
+            _fixture("motion_checkpoints").make_motion_state_dict("v1", seed=1)))
+    if str(folder) not in folder_paths.get_folder_paths("follow_your_click"):
+        folder_paths.add_model_folder_path("follow_your_click", str(folder))
+    return TINY_FOLLOW_YOUR_CLICK_FILE
 
 
 def tiny_motion_embeddings(seed: int = 0, *, frames: int = 16, version: str = "v3", scale: float = 0.5,

@@ -116,3 +116,15 @@ def test_motion_inversion_apply(host, test_nodes, tmp_path):
     path = Path(folder_paths.get_directory_by_type(item["type"])) / item["subfolder"] / item["filename"]
     with Image.open(path) as gif:
         assert gif.n_frames == 16 == test_nodes.CAPTURED["frames"].shape[0]
+
+
+def test_follow_your_click_model(host, test_nodes, tmp_path):
+    from run_workflow import install_workflow_assets
+
+    install_workflow_assets()
+    ui, result = run_workflow(host, "follow_your_click_model.json", tmp_path, {"frames": "8"})
+    item = saved_by(ui, result, "Pix2Gif_SaveAnimation")["images"][0]
+    assert item["filename"].endswith(".gif")
+    frames = test_nodes.CAPTURED["frames"]
+    assert frames.shape[0] == 16 and frames.isfinite().all()
+    assert (frames[0] - frames[-1]).abs().max() > 1e-3, "the clip moves"
