@@ -238,3 +238,38 @@ def test_motion_weights_are_counted_in_what_comfyui_loads(host, test_nodes, moti
 def test_an_untested_tree_is_noted_not_refused(tmp_path):
     assert comfy_host.host_version(comfy_host.host_root("0.33.0")) == "0.33.0"
     assert comfy_host.host_version(tmp_path) is None
+
+
+@pytest.fixture
+def follow_your_click_conditioning(tiny, test_nodes):
+    """Follow-Your-Click Conditioning of a random photo for the tiny model (built before ``dynamic_vram``)."""
+    _, positive = tiny
+    vae = test_nodes.TinyCheckpoint().load(0)[2]
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        return node("Pix2Gif_FollowYourClickConditioning").encode(positive, positive, vae, image, 64, 64, FRAMES, 2,
+                                                                  4.0, 0.0, 0)
+
+
+def test_follow_your_click_model_survives_unload_and_samples_the_same(tiny, follow_your_click_conditioning,
+                                                                      dynamic_vram, tmp_path):
+    import comfy.sample
+    import workflow
+
+    model, _ = tiny
+    positive, negative, latent = follow_your_click_conditioning
+    name = workflow._tiny_follow_your_click_file(tmp_path / "follow_your_click")
+
+    def sample(patcher) -> torch.Tensor:
+        noise = comfy.sample.prepare_noise(latent["samples"], 0)
+        return comfy.sample.sample(plain_twin(patcher), noise, STEPS, 7.0, "euler", "normal", positive, negative,
+                                   latent["samples"], denoise=1.0, disable_pbar=True, seed=0)
+
+    with torch.inference_mode():
+        loaded = node("Pix2Gif_LoadFollowYourClickModel").load(model, name)[0]
+        assert isinstance(loaded, dynamic_vram.ModelPatcherDynamic)
+        before = snapshot(loaded.model)
+        first = sample(loaded)
+        dynamic_cycle(loaded)
+        assert_restored(loaded.model, before)
+        assert torch.equal(sample(loaded), first)
