@@ -260,3 +260,20 @@ def test_ksampler_without_the_conditioning_node_is_refused_by_name(host, test_no
     graph["sample"]["inputs"].update(positive=["pos", 0], negative=["neg", 0], latent_image=["empty", 0])
     result = host.run(graph)
     assert not result.success and "Follow-Your-Click Conditioning" in result.error["exception_message"]
+
+
+def test_weight_patches_of_the_base_model_are_kept(host, base, files):
+    """A LoRA-like weight patch on the SD1.5 MODEL reaches the Follow-Your-Click UNet (on a weight the file does not
+    carry), as Save Checkpoint would bake it; the base model's own weights stay unpatched afterwards."""
+    import comfy.model_management
+
+    model, unet, _ = base
+    key = "output_blocks.0.0.in_layers.2.weight"  # up_blocks.0: not in the tiny checkpoint's subset
+    original = unet[key].clone()
+    diff = torch.randn(original.shape, generator=torch.Generator().manual_seed(5))
+    patched = model.clone()
+    patched.add_patches({f"diffusion_model.{key}": (diff,)}, 0.5)
+    loaded = node("Pix2Gif_LoadFollowYourClickModel").load(patched, FILES["trained"])[0]
+    assert torch.allclose(loaded.model.diffusion_model.state_dict()[key], original + 0.5 * diff, atol=1e-6)
+    comfy.model_management.unload_all_models()
+    assert torch.equal(model.model.diffusion_model.state_dict()[key], original)
