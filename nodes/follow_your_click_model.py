@@ -128,11 +128,11 @@ def _check_base(model) -> None:
 
 
 def _base_unet_state(model) -> dict[str, Tensor]:
-    """The MODEL's UNet weights as it samples: weight patches (LoRAs) applied first, as Save Checkpoint does."""
-    if model.patches:
-        load = comfy.model_management.load_models_gpu
-        force = {"force_patch_weights": True} if "force_patch_weights" in inspect.signature(load).parameters else {}
-        load([model], **force)
+    """The MODEL's UNet weights as it samples: loaded first with its own weight patches (LoRAs) applied – not
+    those of another MODEL on the same base that may be loaded – as Save Checkpoint does."""
+    load = comfy.model_management.load_models_gpu
+    load([model], **({"force_patch_weights": True} if "force_patch_weights" in inspect.signature(load).parameters
+                     else {}))
     return model.model.diffusion_model.state_dict()
 
 

@@ -264,7 +264,8 @@ def test_ksampler_without_the_conditioning_node_is_refused_by_name(host, test_no
 
 def test_weight_patches_of_the_base_model_are_kept(host, base, files):
     """A LoRA-like weight patch on the SD1.5 MODEL reaches the Follow-Your-Click UNet (on a weight the file does not
-    carry), as Save Checkpoint would bake it; the base model's own weights stay unpatched afterwards."""
+    carry), as Save Checkpoint would bake it; the base model's own weights stay unpatched afterwards, and another
+    patched MODEL on the same base, loaded when the plain one is given, lends it nothing."""
     import comfy.model_management
 
     model, unet, _ = base
@@ -277,3 +278,7 @@ def test_weight_patches_of_the_base_model_are_kept(host, base, files):
     assert torch.allclose(loaded.model.diffusion_model.state_dict()[key], original + 0.5 * diff, atol=1e-6)
     comfy.model_management.unload_all_models()
     assert torch.equal(model.model.diffusion_model.state_dict()[key], original)
+    comfy.model_management.load_models_gpu([patched])  # another MODEL on the same base, loaded, its patch applied
+    plain = node("Pix2Gif_LoadFollowYourClickModel").load(model, FILES["trained"])[0]
+    assert torch.equal(plain.model.diffusion_model.state_dict()[key], original), "the unpatched MODEL's weights"
+    comfy.model_management.unload_all_models()
