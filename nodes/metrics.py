@@ -105,7 +105,8 @@ def clip_image_embeddings(node_title: str, clip_vision, images: torch.Tensor) ->
         comfy.model_management.throw_exception_if_processing_interrupted()
 
     def encode(frames: torch.Tensor) -> torch.Tensor:
-        embeds = clip_vision.encode_image(frames)["image_embeds"]
+        with torch.no_grad():
+            embeds = clip_vision.encode_image(frames)["image_embeds"]
         if embeds.dim() != 2:
             raise input_error(node_title, f"clip_vision gives image embeddings of shape {tuple(embeds.shape)}, "
                                           "not one vector per frame; load a CLIP vision model (CLIPVisionLoader)")
@@ -127,7 +128,8 @@ def clip_text_embedding(node_title: str, clip, text: str, width: int) -> torch.T
     """(D,) projected CLIP text embedding of ``text`` from ComfyUI's CLIP (its pooled output: CLIP-L's for SD1.5
     and Flux text encoders, CLIP-G's for SDXL, OpenCLIP-H's for SD2.x), checked against the image embedding
     ``width``."""
-    _, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+    with torch.no_grad():
+        _, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
     if pooled is None:
         raise input_error(node_title, "clip gives no pooled text embedding (not a CLIP text encoder); load a "
                                       "CLIP-L, CLIP-G or SD2 text encoder (Load Checkpoint / Load CLIP)")
