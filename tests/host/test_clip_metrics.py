@@ -145,7 +145,8 @@ def parts(host, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(nodes.NODE_CLASS_MAPPINGS, PARTS_NODE, Parts)
         patch.setitem(nodes.NODE_CLASS_MAPPINGS, CAPTURE_NODE, CaptureFloat)
-        yield {"model": model, "frames": objects["frames"], "image": objects["image"]}
+        yield {"model": model, "frames": objects["frames"], "image": objects["image"],
+               "vision": objects["vision"]["same"]}
 
 
 def run_metric(host, node: str, *, clip="true", vision="same", frames="changing", image="first frame",
@@ -231,6 +232,25 @@ def test_text_alignment_equals_transformers_clip(host, parts):
     assert [float(v) for v in shown.split("per frame: ")[1].split(", ")] == pytest.approx(expected, abs=1e-4)
     other, _ = run_metric(host, "Pix2Gif_TextAlignment", text="a red car drives away")
     assert abs(other - value) > 1e-4  # the prompt matters
+
+
+def test_frames_are_encoded_in_chunks_of_the_memory_budget_with_the_same_result(host, pack, parts, monkeypatch):
+    whole, _ = run_metric(host, "Pix2Gif_TemporalConsistency")
+    vision, batches = parts["vision"], []
+    encode = vision.encode_image
+
+    def counted(frames, *args, **kwargs):
+        batches.append(frames.shape[0])
+        return encode(frames, *args, **kwargs)
+
+    monkeypatch.setattr(vision, "encode_image", counted)
+    run_metric(host, "Pix2Gif_TemporalConsistency")
+    assert batches == [FRAMES]  # 4 tiny frames fit one chunk
+    batches.clear()
+    frame_bytes = 4.0 * 12 * SIDE * SIDE  # less than one frame's estimate: one frame per chunk
+    monkeypatch.setattr(pack.nodes.memory_budget, "CHUNK_BYTES", frame_bytes)
+    chunked, _ = run_metric(host, "Pix2Gif_TemporalConsistency")
+    assert batches == [1] * FRAMES and chunked == pytest.approx(whole, abs=1e-6)
 
 
 @pytest.mark.parametrize("node, choices, words", [
