@@ -156,7 +156,27 @@ def _listed(values: torch.Tensor) -> str:
     return ", ".join(f"{value:.4f}" for value in values.tolist())
 
 
-class FirstFrameError:
+class PaperMetric:
+    """What the paper-metric nodes share: a FLOAT and a STRING out, the text also shown in the node."""
+
+    RETURN_TYPES = ("FLOAT", "STRING")
+    FUNCTION = "measure"
+    OUTPUT_NODE = True
+    CATEGORY = category("Metrics")
+
+    @staticmethod
+    def shown(value: float, text: str, report: str) -> dict:
+        return {"ui": {"text": [report]}, "result": (value, text)}
+
+    @classmethod
+    def mean_of(cls, values: torch.Tensor, what: str, detail: str, per: str) -> dict:
+        """FLOAT mean of ``values`` and STRING of every value; the node shows "<what> 0.9876 (<detail>); per
+        <per>: …"."""
+        mean, listed = float(values.mean()), _listed(values)
+        return cls.shown(mean, listed, f"{what} {mean:.4f} ({detail}); per {per}: {listed}")
+
+
+class FirstFrameError(PaperMetric):
     TITLE = "I-MSE (First Frame vs Image)"
     DESCRIPTION = ("Follow-Your-Click's I-MSE: the mean squared error between the clip's first frame and the input "
                    "image, over every pixel and RGB channel with pixel values in [0, 1] (0 = identical; ×65025 "
@@ -168,12 +188,8 @@ class FirstFrameError:
                              "image": ("IMAGE", {"tooltip": "The input image the clip was made from, the frames' "
                                                             "size"})}}
 
-    RETURN_TYPES = ("FLOAT", "STRING")
     RETURN_NAMES = ("i_mse", "report")
     OUTPUT_TOOLTIPS = ("Mean squared error, pixel values in [0, 1]", "The value as text (also shown in the node)")
-    FUNCTION = "measure"
-    OUTPUT_NODE = True
-    CATEGORY = category("Metrics")
 
     def measure(self, images, image):
         if image.shape[0] != 1:
@@ -181,10 +197,10 @@ class FirstFrameError:
         with reported_as(self.TITLE):
             error = first_frame_mse(images, image[0])
         report = f"I-MSE {error:.6f} (pixel values in [0, 1]; {error * 255 ** 2:.2f} on the 0–255 scale)"
-        return {"ui": {"text": [report]}, "result": (error, report)}
+        return self.shown(error, report, report)
 
 
-class TemporalConsistency:
+class TemporalConsistency(PaperMetric):
     TITLE = "Temporal Consistency (CLIP)"
     DESCRIPTION = ("Follow-Your-Click's Tem-Consis: the mean cosine similarity of the CLIP image embeddings "
                    "(projected, ComfyUI's CLIP vision encode: resized and centre-cropped to the model's input) of "
@@ -196,24 +212,17 @@ class TemporalConsistency:
                                                                         "e.g. ViT-L/14 or ViT-H/14"}),
                              "images": ("IMAGE", {"tooltip": "The clip, at least 2 frames"})}}
 
-    RETURN_TYPES = ("FLOAT", "STRING")
     RETURN_NAMES = ("consistency", "per_pair")
     OUTPUT_TOOLTIPS = ("Mean cosine similarity of consecutive frames' CLIP image embeddings (−1…1)",
                        "Comma-separated similarity of frames 1–2, 2–3, …")
-    FUNCTION = "measure"
-    OUTPUT_NODE = True
-    CATEGORY = category("Metrics")
 
     def measure(self, clip_vision, images):
         with reported_as(self.TITLE):
             pairs = consecutive_similarities(clip_image_embeddings(self.TITLE, clip_vision, images))
-        consistency = float(pairs.mean())
-        listed = _listed(pairs)
-        report = f"temporal consistency {consistency:.4f} ({images.shape[0]} frames); per pair: {listed}"
-        return {"ui": {"text": [report]}, "result": (consistency, listed)}
+        return self.mean_of(pairs, "temporal consistency", f"{images.shape[0]} frames", "pair")
 
 
-class TextAlignment:
+class TextAlignment(PaperMetric):
     TITLE = "Text Alignment (CLIP)"
     DESCRIPTION = ("Follow-Your-Click's Text-align: the mean over frames of the cosine of the prompt's CLIP text "
                    "embedding and each frame's CLIP image embedding, both projected into CLIP's shared space. "
@@ -234,13 +243,9 @@ class TextAlignment:
             "text": ("STRING", {"multiline": True, "default": "",
                                 "tooltip": "The prompt to compare with, e.g. the motion prompt"})}}
 
-    RETURN_TYPES = ("FLOAT", "STRING")
     RETURN_NAMES = ("alignment", "per_frame")
     OUTPUT_TOOLTIPS = ("Mean over frames of the text–image cosine (−1…1; CLIPScore = 100 × max(cosine, 0))",
                        "Comma-separated cosine of each frame")
-    FUNCTION = "measure"
-    OUTPUT_NODE = True
-    CATEGORY = category("Metrics")
 
     def measure(self, clip, clip_vision, images, text):
         if not text.strip():
@@ -249,11 +254,8 @@ class TextAlignment:
             image_embeddings = clip_image_embeddings(self.TITLE, clip_vision, images)
             text_embedding = clip_text_embedding(self.TITLE, clip, text, image_embeddings.shape[1])
             cosines = text_similarities(text_embedding, image_embeddings)
-        alignment = float(cosines.mean())
-        listed = _listed(cosines)
-        report = (f"text alignment {alignment:.4f} ({clip_family(image_embeddings.shape[1])}, "
-                  f"{images.shape[0]} frames); per frame: {listed}")
-        return {"ui": {"text": [report]}, "result": (alignment, listed)}
+        return self.mean_of(cosines, "text alignment",
+                            f"{clip_family(image_embeddings.shape[1])}, {images.shape[0]} frames", "frame")
 
 
 NODE_CLASSES = {node_id("MeasureMotion"): MeasureMotion, node_id("FirstFrameError"): FirstFrameError,
