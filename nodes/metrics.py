@@ -124,10 +124,20 @@ def _is_placeholder(projection: torch.Tensor) -> bool:
     return not bool(weight.isfinite().all()) or bool((weight == 0).all()) or bool(torch.equal(weight, eye))
 
 
+def _text_towers(clip, width: int) -> list:
+    """ComfyUI's CLIP text towers (``SDClipModel``: CLIP-L, CLIP-G, OpenCLIP-H) inside ``clip`` whose text
+    projection is ``width`` wide – the ones that can have given a pooled output of that width."""
+    def projection(module):
+        return getattr(getattr(getattr(module, "transformer", None), "text_projection", None), "weight", None)
+
+    return [module for module in clip.cond_stage_model.modules() if hasattr(module, "return_projected_pooled")
+            and projection(module) is not None and projection(module).shape[0] == width]
+
+
 def clip_text_embedding(node_title: str, clip, text: str, width: int) -> torch.Tensor:
-    """(D,) projected CLIP text embedding of ``text`` from ComfyUI's CLIP (its pooled output: CLIP-L's for SD1.5
-    and Flux text encoders, CLIP-G's for SDXL, OpenCLIP-H's for SD2.x), checked against the image embedding
-    ``width``."""
+    """(D,) projected CLIP text embedding of ``text`` from ComfyUI's CLIP (its pooled output: CLIP-L's for an SD1.5
+    CLIP, CLIP-G's for SDXL, OpenCLIP-H's for SD2.x), checked against the image embedding ``width``; refused where
+    ComfyUI's CLIP cannot give a true one."""
     with torch.no_grad():
         _, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
     if pooled is None:
@@ -141,10 +151,12 @@ def clip_text_embedding(node_title: str, clip, text: str, width: int) -> torch.T
                                       f"({clip_family(pooled.shape[0])}{joined}) but clip_vision's image embedding "
                                       f"is {width} wide ({clip_family(width)}); give a text and a vision model of "
                                       "the same CLIP family")
-    projections = [module.weight for name, module in clip.cond_stage_model.named_modules()
-                   if name.endswith("text_projection") and getattr(module, "weight", None) is not None
-                   and module.weight.shape[0] == width]
-    if projections and all(_is_placeholder(weight) for weight in projections):
+    towers = _text_towers(clip, width)
+    if towers and not any(tower.return_projected_pooled for tower in towers):
+        raise input_error(node_title, "clip gives CLIP-L's unprojected pooled output (Flux / SD3 / HunyuanVideo "
+                                      "text encoders), not its embedding in CLIP's text–image space; load the "
+                                      "CLIP-L file alone with Load CLIP (type stable_diffusion)")
+    if towers and all(_is_placeholder(tower.transformer.text_projection.weight) for tower in towers):
         raise input_error(node_title, "clip has no text projection (SD1.5 checkpoints store none), so its text "
                                       "embedding is not in CLIP's text–image space; load a CLIP-L text encoder "
                                       "file that carries one (e.g. clip_l.safetensors) with Load CLIP, or an "
@@ -236,8 +248,9 @@ class TextAlignment(PaperMetric):
             "clip": ("CLIP", {"tooltip": "CLIP text encoder with its text projection: a CLIP-L file (Load CLIP), an "
                                          "SDXL or SD2 checkpoint's CLIP. SD1.5 checkpoints store no text "
                                          "projection, so their CLIP cannot give a true CLIP text embedding (refused "
-                                         "where ComfyUI's placeholder shows); ComfyUI cannot tell whether two models "
-                                         "of the same width were trained together – pair the files yourself"}),
+                                         "where ComfyUI's placeholder shows), nor can Flux / SD3 dual encoders "
+                                         "(unprojected CLIP-L output, refused); ComfyUI cannot tell whether two "
+                                         "models of the same width were trained together – pair the files yourself"}),
             "clip_vision": ("CLIP_VISION", {"tooltip": "The vision model of the same CLIP (Load CLIP Vision)"}),
             "images": ("IMAGE", {"tooltip": "The clip (frames)"}),
             "text": ("STRING", {"multiline": True, "default": "",

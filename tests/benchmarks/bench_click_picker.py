@@ -37,7 +37,8 @@ sys.path[:0] = [str(TESTS / "browser"), str(TESTS / "harness")]
 from PIL import Image  # noqa: E402
 from comfy_page import ComfyPage  # noqa: E402
 from conftest import CHROMIUM, HOST, REPORTS, start_server  # noqa: E402
-from test_click_picker import CANVAS, CLICK, HEIGHT, PICTURE, WIDTH, block_picture, image_rect, picker_workflow  # noqa: E402
+from test_click_picker import (CANVAS, CLICK, HEIGHT, PICTURE, WIDTH, block_picture, image_rect,  # noqa: E402
+                               picker_workflow)
 
 FRAME_BUDGET_MS = 16.0
 REFRESH_MS = 1000 / 60
@@ -181,7 +182,8 @@ def report(args, frontend: str, rounds: list[tuple[dict, dict]]) -> None:
     print(f"host {HOST}, front end {frontend}, Chromium headless; {args.points} points vs 1, drag of "
           f"{args.steps} moves, {args.rounds} interleaved rounds; ms")
     keys = ("picker_median", "picker_max", "graph_p95", "graph_max", "frame_p95", "frame_max")
-    print("| points | moves | " + " | ".join(keys) + " | frames over 16 ms | long frames (max ms) | rAF p50 | dropped |")
+    print("| points | moves | " + " | ".join(keys)
+          + " | frames over 16 ms | long frames (max ms) | rAF p50 | dropped |")
     for many, one in rounds:
         for row, count in ((many, args.points), (one, 1)):
             print(f"| {count} | {row['moves']} | " + " | ".join(f"{row[k]:.2f}" for k in keys)

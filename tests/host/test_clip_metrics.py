@@ -60,8 +60,9 @@ def _comfy_vision(model, config, folder):
     return clip_vision
 
 
-def _comfy_clip(model, config, folder, projection: torch.Tensor | None = None):
-    """ComfyUI's SD1 CLIP class (CLIP-L's code) at the tiny width, holding the reference's text tower."""
+def _comfy_clip(model, config, folder, projection: torch.Tensor | None = None, projected_pooled: bool = True):
+    """ComfyUI's SD1 CLIP class (CLIP-L's code) at the tiny width, holding the reference's text tower; with
+    ``projected_pooled`` False its pooled output is the unprojected one, as Flux's CLIP-L tower gives."""
     import comfy.sd
     import comfy.sd1_clip
     import comfy.supported_models_base
@@ -72,7 +73,8 @@ def _comfy_clip(model, config, folder, projection: torch.Tensor | None = None):
 
     class TextTower(comfy.sd1_clip.SDClipModel):
         def __init__(self, device="cpu", dtype=None, **kwargs):
-            super().__init__(device=device, dtype=dtype, **{**kwargs, "textmodel_json_config": str(config_path)})
+            super().__init__(device=device, dtype=dtype, **{**kwargs, "textmodel_json_config": str(config_path),
+                                                            "return_projected_pooled": projected_pooled})
 
     class TextModel(comfy.sd1_clip.SD1ClipModel):
         def __init__(self, device="cpu", dtype=None, **kwargs):
@@ -106,7 +108,8 @@ def parts(host, tmp_path_factory):
     objects = {
         "clip": {"true": _comfy_clip(model, config, folder),
                  "identity projection": _comfy_clip(model, config, folder, torch.eye(WIDTH)),
-                 "zero projection": _comfy_clip(model, config, folder, torch.zeros(WIDTH, WIDTH))},
+                 "zero projection": _comfy_clip(model, config, folder, torch.zeros(WIDTH, WIDTH)),
+                 "unprojected": _comfy_clip(model, config, folder, projected_pooled=False)},
         "vision": {"same": _comfy_vision(model, config, folder),
                    "narrow": _comfy_vision(narrow_model, narrow_config, folder)},
         "frames": {"changing": changing, "static": changing[:1].repeat(FRAMES, 1, 1, 1), "one": changing[:1],
@@ -267,6 +270,7 @@ def test_frames_are_encoded_in_chunks_of_the_memory_budget_with_the_same_result(
                                                      "same CLIP family"]),
     ("Pix2Gif_TextAlignment", {"clip": "identity projection"}, ["no text projection", "SD1.5", "Load CLIP"]),
     ("Pix2Gif_TextAlignment", {"clip": "zero projection"}, ["no text projection"]),
+    ("Pix2Gif_TextAlignment", {"clip": "unprojected"}, ["unprojected pooled output", "Load CLIP"]),
     ("Pix2Gif_TextAlignment", {"text": "  "}, ["text is empty"]),
     ("Pix2Gif_TextAlignment", {"frames": "nan"}, ["images holds NaN"]),
 ])
