@@ -120,7 +120,7 @@ class ClickPicker {
     widget.value = formatPoints(points);
     widget.callback?.(widget.value, app.canvas, this.node);
     this.draw();
-    this.node.setDirtyCanvas?.(true, true);
+    this.node.setDirtyCanvas?.(true, false); // the node (its points widget) only: nothing behind it changed
   }
 
   /** The picture clicks refer to: the last run's preview while the upstream picture is the one it was made from. */
