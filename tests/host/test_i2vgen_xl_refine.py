@@ -151,3 +151,27 @@ def test_more_than_the_device_holds_is_refused_before_encoding(host, test_nodes,
     assert not result.success
     message = result.error["exception_message"]
     assert "[I2VGen-XL Refine]" in message and f"{FRAMES} frames at 64×64 needs about" in message, message
+
+
+@pytest.fixture
+def cancel_reset():
+    """Clear a Cancel a test pressed, whatever the test's outcome."""
+    import comfy.model_management
+
+    yield
+    comfy.model_management.interrupt_current_processing(False)
+
+
+@pytest.mark.parametrize("cancel_at", [2, 6], ids=["during the inversion", "during the sampling"])
+def test_cancel_stops_within_a_model_call(host, test_nodes, i2vgen_unet_files, cancel_reset, cancel_at):
+    """4 inversion calls then 4 sampling calls (euler, cfg 1): Cancel stops at the next call, nothing comes out."""
+    graph = refine_prompt(mode="DDIM invert", steps=4, cfg=1.0, width=48, height=32)
+    graph["count"] = {"class_type": "Pix2GifTest_CancelAtModelCall",
+                      "inputs": {"model": graph["refine"]["inputs"]["model"], "cancel_at": cancel_at,
+                                 "key": "model_calls"}}
+    graph["refine"]["inputs"]["model"] = ["count", 0]
+    test_nodes.CAPTURED.pop("refined", None)
+    result = host.run(graph)
+    assert not result.success and result.interrupted
+    assert cancel_at <= test_nodes.CAPTURED["model_calls"] <= cancel_at + 1
+    assert "refined" not in test_nodes.CAPTURED

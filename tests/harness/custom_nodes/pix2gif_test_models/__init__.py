@@ -108,10 +108,15 @@ def build_clip(seed: int) -> comfy.sd.CLIP:
     return clip
 
 
-def build_vae(seed: int) -> comfy.sd.VAE:
+def tiny_vae_state(seed: int) -> dict:
+    """A TAESD with random weights, as a state dict in TAESD's own key layout (what a VAE file holds)."""
     taesd = comfy.taesd.taesd.TAESD()
     init_weights(taesd, seed)
-    return comfy.sd.VAE(sd=taesd.state_dict())
+    return taesd.state_dict()
+
+
+def build_vae(seed: int) -> comfy.sd.VAE:
+    return comfy.sd.VAE(sd=tiny_vae_state(seed))
 
 
 class TinyCheckpoint:
