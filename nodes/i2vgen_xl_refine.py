@@ -59,10 +59,15 @@ class I2VGenXLRefine:
                                                               "704, AnimateDiff 512)", **size}),
                 "steps": ("INT", {"default": 30, "min": 1, "max": 10000,
                                   "tooltip": "steps from the noise level down (sr600: 30)"}),
-                "cfg": ("FLOAT", {"default": 9.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
-                "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "dpmpp_2m_sde"}),
-                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "normal"}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+                "cfg": ("FLOAT", {"default": 9.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                                  "tooltip": "classifier-free guidance of the re-sampling (sr600, VGen: 9)"}),
+                "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {
+                    "default": "dpmpp_2m_sde", "tooltip": "ComfyUI sampler (sr600: dpmpp_2m_sde; euler/ddim walk "
+                                                          "a DDIM-inverted clip back exactly)"}),
+                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {
+                    "default": "simple", "tooltip": "noise schedule of the steps (simple ≈ sr600's trailing)"}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                                 "tooltip": "seed of the SDEdit noise (and of SDE samplers' noise)"}),
                 "noise_level": ("INT", {"default": 700, "min": 0, "max": TIMESTEPS, "step": 10,
                                         "tooltip": "timestep t (of 1000) the clip is brought to (KSampler denoise "
                                                    "t/1000); 0 returns the resized clip, 1000 samples from noise"}),

@@ -30,7 +30,8 @@ STAGES = {  # node type → its stage; a column's group is named after the stage
     "Pix2Gif_GifSampler": "Sampling", "Pix2Gif_Pix2GifSampler": "Sampling", "VAEDecode": "Decode",
     "Pix2Gif_SaveAnimation": "Output", "PreviewImage": "Output", "Pix2Gif_MeasureMotion": "Output",
     "Pix2Gif_SaveMotionEmbeddings": "Output",
-    "Pix2Gif_LoadI2VGenXLModel": "Models", "CLIPLoader": "Models", "CLIPVisionLoader": "Models", "VAELoader": "Models",
+    "Pix2Gif_LoadI2VGenXLModel": "Models", "CLIPLoader": "Models", "CLIPVisionLoader": "Models",
+    "VAELoader": "Models",
     "Pix2Gif_I2VGenXLConditioning": "Conditioning", "KSampler": "Sampling", "Pix2Gif_I2VGenXLRefine": "Refinement",
 }
 GROUP_COLOURS = ("#3f789e", "#8a8a3f", "#3f8a5c", "#8a5c3f", "#6b3f8a", "#3f7f8a", "#8a3f5c", "#5c5c5c")

@@ -90,9 +90,10 @@ def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
     """Swap real model loaders for the tiny test models and shrink sizes/steps so ``prompt`` runs on a CPU.
 
     A Pix2Gif checkpoint name becomes a tiny Pix2Gif file written next to ``motion_dir`` (in ``checkpoints/``,
-    registered with the host); the I2VGen-XL loaders get tiny parts (:func:`_use_tiny_i2vgen_xl`); motion embeddings are read from and saved to ``motion_embeddings/`` next to it,
+    registered with the host); motion embeddings are read from and saved to ``motion_embeddings/`` next to it,
     where a motion-embeddings file name becomes tiny random embeddings for the tiny motion model. Needs the
     test-only custom nodes (tests/harness/custom_nodes) loaded and the repository root on sys.path.
+    The I2VGen-XL loaders get tiny parts (:func:`_use_tiny_i2vgen_xl`).
     """
     motion_dir.mkdir(parents=True, exist_ok=True)
     fixtures = _fixture("motion_checkpoints")
