@@ -209,22 +209,33 @@ class I2VGenXLConditioning:
     CATEGORY = category("I2VGen-XL")
 
     def encode(self, positive, negative, clip_vision, vae, image, width, height, frames, fps):
-        if width % 8 or height % 8:
-            raise input_error(self.TITLE, f"width/height {width}×{height}: give multiples of 8 (the VAE's factor).")
-        if frames < 2:
-            raise input_error(self.TITLE, f"frames is {frames}; I2VGen-XL makes clips of 2 or more (16 trained).")
-        text_width = positive[0][0].shape[-1]
-        embedding = clip_vision.encode_image(image[:1, :, :, :3])["image_embeds"].float()
-        if embedding.shape[-1] != text_width:
-            raise input_error(self.TITLE, f"clip_vision gives {embedding.shape[-1]}-wide image embeddings but the "
-                                          f"text is {text_width} wide; I2VGen-XL takes OpenCLIP ViT-H-14 (1024) for "
-                                          "both – load that CLIP vision model (not ViT-L / ViT-G).")
-        first = cover_crop(image[:1, :, :, :3], width, height)
-        latent = vae.encode(first).float() * comfy.latent_formats.SD15().scale_factor
-        shared = {IMAGE_LATENT: latent, FPS: torch.tensor([float(fps)]), FRAMES: torch.tensor([float(frames)])}
+        positive, negative = image_conditioning(self.TITLE, positive, negative, clip_vision, vae, image, width,
+                                                height, frames, fps)
         empty = torch.zeros(frames, LATENT_CHANNELS, height // 8, width // 8)
-        return (_with(positive, {**shared, IMAGE_EMBEDDING: embedding}),
-                _with(negative, {**shared, IMAGE_EMBEDDING: torch.zeros_like(embedding)}), {"samples": empty})
+        return positive, negative, {"samples": empty}
+
+
+def image_conditioning(node_title: str, positive: list, negative: list, clip_vision, vae, image: Tensor, width: int,
+                       height: int, frames: int, fps: int) -> tuple[list, list]:
+    """``positive``/``negative`` with I2VGen-XL's image paths added, from the first frame of ``image (B, H, W, C)``
+    scaled to cover ``width × height`` pixels and centre-cropped: its VAE latent (both branches), its CLIP image
+    embedding (zero in the negative, as the reference), ``fps`` and the clip's ``frames``. Errors name
+    ``node_title``."""
+    if width % 8 or height % 8:
+        raise input_error(node_title, f"width/height {width}×{height}: give multiples of 8 (the VAE's factor).")
+    if frames < 2:
+        raise input_error(node_title, f"frames is {frames}; I2VGen-XL makes clips of 2 or more (16 trained).")
+    text_width = positive[0][0].shape[-1]
+    embedding = clip_vision.encode_image(image[:1, :, :, :3])["image_embeds"].float()
+    if embedding.shape[-1] != text_width:
+        raise input_error(node_title, f"clip_vision gives {embedding.shape[-1]}-wide image embeddings but the "
+                                      f"text is {text_width} wide; I2VGen-XL takes OpenCLIP ViT-H-14 (1024) for "
+                                      "both – load that CLIP vision model (not ViT-L / ViT-G).")
+    first = cover_crop(image[:1, :, :, :3], width, height)
+    latent = vae.encode(first).float() * comfy.latent_formats.SD15().scale_factor
+    shared = {IMAGE_LATENT: latent, FPS: torch.tensor([float(fps)]), FRAMES: torch.tensor([float(frames)])}
+    return (_with(positive, {**shared, IMAGE_EMBEDDING: embedding}),
+            _with(negative, {**shared, IMAGE_EMBEDDING: torch.zeros_like(embedding)}))
 
 
 NODE_CLASSES = {node_id("LoadI2VGenXLModel"): LoadI2VGenXLModel,

@@ -30,7 +30,10 @@ STAGES = {  # node type → its stage; a column's group is named after the stage
     "Pix2Gif_GifSampler": "Sampling", "Pix2Gif_Pix2GifSampler": "Sampling", "VAEDecode": "Decode",
     "Pix2Gif_SaveAnimation": "Output", "PreviewImage": "Output", "Pix2Gif_MeasureMotion": "Output",
     "Pix2Gif_SaveMotionEmbeddings": "Output", "Pix2Gif_LoadFollowYourClickModel": "Models",
-    "Pix2Gif_FollowYourClickConditioning": "Conditioning", "KSampler": "Sampling",
+    "Pix2Gif_FollowYourClickConditioning": "Conditioning",
+    "Pix2Gif_LoadI2VGenXLModel": "Models", "CLIPLoader": "Models", "CLIPVisionLoader": "Models",
+    "VAELoader": "Models",
+    "Pix2Gif_I2VGenXLConditioning": "Conditioning", "KSampler": "Sampling", "Pix2Gif_I2VGenXLRefine": "Refinement",
 }
 GROUP_COLOURS = ("#3f789e", "#8a8a3f", "#3f8a5c", "#8a5c3f", "#6b3f8a", "#3f7f8a", "#8a3f5c", "#5c5c5c")
 #: public files (the names the official releases use) → where the front end may offer them
@@ -45,6 +48,14 @@ MODELS = {
 }
 SAMPLE_IMAGE = ("Copy workflows/assets/sample_landscape.png from the pack into ComfyUI's input/ folder (or pick your "
                 "own image in Load Image).")
+I2VGEN_XL_FILES = (
+    "Files from huggingface.co/ali-vilab/i2vgen-xl, renamed: unet/diffusion_pytorch_model.fp16.safetensors → "
+    "models/diffusion_models/i2vgen_xl_unet.fp16.safetensors (or VGen's i2vgen_xl_00854500.pth); "
+    "text_encoder/model.fp16.safetensors → models/text_encoders (models/clip before ComfyUI v0.3)/"
+    "i2vgen_xl_text_encoder.fp16.safetensors; image_encoder/model.fp16.safetensors → models/clip_vision/"
+    "i2vgen_xl_image_encoder.fp16.safetensors (or an OpenCLIP ViT-H-14 CLIP vision file you have); "
+    "vae/diffusion_pytorch_model.fp16.safetensors → models/vae/i2vgen_xl_vae.fp16.safetensors (or the SD 2.1 / "
+    "SD1.5 VAE).")
 NOTES = {
     "animatediff_txt2gif.json":
         "SD1.5 + an AnimateDiff motion module → a 16-frame GIF from a prompt.\n\nFiles: an SD1.5 checkpoint in "
@@ -86,6 +97,19 @@ NOTES = {
         "theirs (Follow-Your-Click issue #18): without one, use Click Mask + Regional Motion with public "
         "AnimateDiff weights. Copy workflows/assets/sample_landscape_clouds_masked.png into ComfyUI's input/ "
         "folder.\nChange: the prompt, the mask (right-click Load Image → Open in MaskEditor), motion_strength.",
+    "i2vgen_xl_image2video.json":
+        "I2VGen-XL, base stage: a photo + a prompt → 16 frames at 640×352 that start from the photo, with the public "
+        "single-stage model, sampled by ComfyUI's stock KSampler (DDIM 50 steps, cfg 9, VGen's negative prompt). "
+        "Native size: 1280×704 (≈ 12 GiB per step in fp16, see the README).\n\n" + I2VGEN_XL_FILES + " " +
+        SAMPLE_IMAGE + "\nChange: the prompt; width × height in the Conditioning node (multiples of 8); frames "
+        "(16 trained), fps.",
+    "i2vgen_xl_cascade.json":
+        "I2VGen-XL cascade: the base stage at 640×352, then I2VGen-XL Refine resizes the clip to 1280×704, "
+        "DDIM-inverts it to t 700 and re-samples 30 steps (dpmpp_2m_sde, cfg 9) with a brief text – VGen's sr600 "
+        "recipe. The paper's refinement model was never released (VGen #49/#86): the same public model refines "
+        "here; an SD1.5 + Apply Motion Model MODEL can refine at 512×512 instead.\n\n" + I2VGEN_XL_FILES + " " +
+        SAMPLE_IMAGE + "\nChange: the brief text; noise_level (lower keeps more of the base clip); mode (noise "
+        "(SDEdit) skips the inversion); the target size (e.g. 960×528 when memory is short).",
     "motion_preview.json":
         "Weight-free motion preview: the image zooms in over 16 frames → GIF, plus its measured motion "
         "magnitude. No model needed; seconds on a CPU.\n\n" + SAMPLE_IMAGE + "\nChange: motion (translate / zoom "

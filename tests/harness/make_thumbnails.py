@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         if not result.success:
             print(f"{path.name}: {result.error or result.validation_error}", file=sys.stderr)
             return 1
-        animations = [item for output in result.outputs.values() for item in output.get("images", [])
-                      if "format" in item]  # Save Animation's items carry their format; previews do not
+        animations = sorted((item for output in result.outputs.values() for item in output.get("images", [])
+                             if "format" in item),  # Save Animation's items carry their format; previews do not
+                            key=lambda item: item["type"] != "output")  # a saved result before a temp preview
         thumbnail(run_workflow.saved_file(animations[0]), path.with_suffix(".jpg"))
         print(f"{path.with_suffix('.jpg').relative_to(REPO_ROOT)}: from {animations[0]['filename']}")
     return 0

@@ -3,10 +3,11 @@
     .comfy-ci/venv/bin/python tests/harness/run_workflow.py workflows/motion_preview.json
     .comfy-ci/venv/bin/python tests/harness/run_workflow.py workflows/animatediff_txt2gif.json --tiny-models
 
-``--tiny-models`` swaps the checkpoint and motion-model loaders for tiny random-weight models (no downloads)
-and shrinks the clip, so the graph runs in seconds on a CPU; without it the workflow's own model files must be
-in ``--models`` (``checkpoints/``, ``animatediff_models/``). The images in ``workflows/assets`` are copied to
-the host's input folder first. Files the workflow saves are copied to ``--out``; text outputs are printed.
+``--tiny-models`` swaps the checkpoint, motion-model and I2VGen-XL loaders for tiny random-weight models (no
+downloads) and shrinks the clip, so the graph runs in seconds on a CPU; without it the workflow's own model files
+must be in ``--models`` (``checkpoints/``, ``animatediff_models/``; for I2VGen-XL ``diffusion_models/``,
+``text_encoders/``, ``clip_vision/``, ``vae/``). The images in ``workflows/assets`` are copied to the host's input
+folder first. Files the workflow saves are copied to ``--out``; text outputs are printed.
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ import comfy_host  # noqa: E402
 import workflow  # noqa: E402
 
 ASSETS_DIR = comfy_host.REPO_ROOT / "workflows" / "assets"
+#: the model folders ``--models DIR`` may hold (``DIR/<folder>/``), as ComfyUI names them
+MODEL_FOLDERS = ("checkpoints", "animatediff_models", "diffusion_models", "unet", "text_encoders", "clip",
+                 "clip_vision", "vae")
 
 
 def install_workflow_assets() -> None:
@@ -45,8 +49,9 @@ def run(host: comfy_host.Host, path: Path, workdir: Path, tiny_models: bool = Fa
         workflow.use_tiny_models(prompt, workdir / "animatediff_models")
         folder_paths.add_model_folder_path("animatediff_models", str(workdir / "animatediff_models"))
     if models:
-        for folder in ("checkpoints", "animatediff_models"):
-            folder_paths.add_model_folder_path(folder, str(models / folder))
+        for folder in MODEL_FOLDERS:
+            if folder in folder_paths.folder_names_and_paths:  # the host's names (text_encoders were clip before)
+                folder_paths.add_model_folder_path(folder, str(models / folder))
     return host.run(prompt, {"extra_pnginfo": {"workflow": workflow.load(path)}})
 
 
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="0.3.75", help="2024-03, 0.3.75, 0.33.0, or a path to a ComfyUI tree")
     parser.add_argument("--out", type=Path, default=Path("output"))
     parser.add_argument("--tiny-models", action="store_true")
-    parser.add_argument("--models", type=Path, help="folder with checkpoints/ and animatediff_models/")
+    parser.add_argument("--models", type=Path, help="folder with checkpoints/, animatediff_models/, …")
     args = parser.parse_args(argv)
 
     host, workdir = start_host(args.host)

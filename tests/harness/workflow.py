@@ -94,6 +94,7 @@ def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
     registered with the host), a Follow-Your-Click one a tiny file in the official layout (``follow_your_click/``); motion embeddings are read from and saved to ``motion_embeddings/`` next to it,
     where a motion-embeddings file name becomes tiny random embeddings for the tiny motion model. Needs the
     test-only custom nodes (tests/harness/custom_nodes) loaded and the repository root on sys.path.
+    The I2VGen-XL loaders get tiny parts (:func:`_use_tiny_i2vgen_xl`).
     """
     motion_dir.mkdir(parents=True, exist_ok=True)
     fixtures = _fixture("motion_checkpoints")
@@ -118,6 +119,7 @@ def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
                 inputs[key] = TINY_SIZE
         if "steps" in inputs and not isinstance(inputs["steps"], list):
             inputs["steps"] = min(inputs["steps"], TINY_STEPS)
+        _use_tiny_i2vgen_xl(node, motion_dir.parent)
 
 
 def _tiny_pix2gif_file(folder: Path) -> str:
@@ -185,3 +187,60 @@ def _tiny_embeddings_file(folder: Path) -> str:
     if not (folder / TINY_EMBEDDINGS_FILE).is_file():
         save_motion_embeddings(tiny_motion_embeddings(), folder / TINY_EMBEDDINGS_FILE)
     return TINY_EMBEDDINGS_FILE
+
+
+TINY_I2VGEN_XL_UNET_FILE = "tiny_i2vgen_xl.safetensors"
+TINY_VAE_FILE = "tiny_taesd.safetensors"
+#: I2VGen-XL Refine's tiny target width: wider than TINY_SIZE, so the bundled cascade resizes the clip
+TINY_REFINED_WIDTH = 96
+
+
+def _use_tiny_i2vgen_xl(node: dict, models: Path) -> None:
+    """The I2VGen-XL workflows' loaders with tiny parts as wide as each other (64): the UNet (diffusers single file,
+    real key layout) and a TAESD VAE written into ``models/diffusion_models`` and ``models/vae`` on demand and read
+    by the real loaders; the text encoder and CLIP vision from the test nodes (ComfyUI's CLIPLoader and
+    CLIPVisionLoader only build full-size ViT-L/H/G configs). Refine re-samples at TINY_REFINED_WIDTH × TINY_SIZE."""
+    kind, inputs = node["class_type"], node["inputs"]
+    if kind == "Pix2Gif_LoadI2VGenXLModel":
+        inputs["unet_name"] = _tiny_file(models, _unet_folder(), TINY_I2VGEN_XL_UNET_FILE, _write_tiny_unet)
+    elif kind == "VAELoader":
+        inputs["vae_name"] = _tiny_file(models, "vae", TINY_VAE_FILE, _write_tiny_vae)
+    elif kind == "CLIPLoader":
+        node["class_type"], node["inputs"] = "Pix2GifTest_TinyCLIP", {"seed": 1}
+    elif kind == "CLIPVisionLoader":
+        node["class_type"], node["inputs"] = "Pix2GifTest_TinyCLIPVision", {"projection_dim": 64, "seed": 5}
+    elif kind == "Pix2Gif_I2VGenXLRefine":
+        inputs["width"] = TINY_REFINED_WIDTH
+
+
+def _unet_folder() -> str:
+    import folder_paths
+
+    return "diffusion_models" if "diffusion_models" in folder_paths.folder_names_and_paths else "unet"
+
+
+def _tiny_file(models: Path, kind: str, name: str, write) -> str:
+    """``models/<kind>/<name>``, written by ``write(path)`` once and its folder registered as a ``kind`` folder."""
+    import folder_paths
+
+    folder = models / kind
+    if not (folder / name).is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        write(folder / name)
+    if str(folder) not in folder_paths.get_folder_paths(kind):
+        folder_paths.add_model_folder_path(kind, str(folder))
+    return name
+
+
+def _write_tiny_unet(path: Path) -> None:
+    _fixture("i2vgen_xl_weights").write_tiny_unet_file(str(path))
+
+
+def _write_tiny_vae(path: Path) -> None:
+    """The test pack's tiny TAESD (random weights, the tiny checkpoint's VAE) as a VAE file."""
+    import nodes
+    import safetensors.torch
+
+    test_pack = sys.modules[nodes.NODE_CLASS_MAPPINGS["Pix2GifTest_TinyCheckpoint"].__module__]
+    state = test_pack.tiny_vae_state(seed=2)
+    safetensors.torch.save_file({key: value.contiguous() for key, value in state.items()}, str(path))

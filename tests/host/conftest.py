@@ -87,3 +87,30 @@ def motion_files(host, tmp_path_factory) -> dict[str, str]:
     mc.write_pickle_with_code(folder / files["code"])
     folder_paths.add_model_folder_path("animatediff_models", str(folder))
     return files
+
+
+#: the image-latent branches of the I2VGen-XL UNet (their last layers), and its CLIP-image context embedding
+I2VGEN_LATENT_BRANCHES = ("image_latents_proj_in.4", "image_latents_context_embedding.5")
+I2VGEN_CLIP_BRANCH = ("context_embedding.2",)
+
+
+@pytest.fixture(scope="session")
+def i2vgen_unet_files(host, tmp_path_factory) -> str:
+    """Tiny I2VGen-XL UNets (diffusers single files) in a registered diffusion-models folder: ``tiny_i2vgen_xl``,
+    ``…_no_latent`` (image-latent branches zeroed), ``…_no_image`` (those and the CLIP-image path zeroed), and
+    ``sd15_unet`` (an SD1.5 key); returns the folder."""
+    import folder_paths
+    import safetensors.torch
+    import torch
+
+    weights = fixture_module("i2vgen_xl_weights")
+    folder = tmp_path_factory.mktemp("diffusion_models")
+    weights.write_tiny_unet_file(str(folder / "tiny_i2vgen_xl.safetensors"))
+    weights.write_tiny_unet_file(str(folder / "tiny_i2vgen_xl_no_latent.safetensors"), zeroed=I2VGEN_LATENT_BRANCHES)
+    weights.write_tiny_unet_file(str(folder / "tiny_i2vgen_xl_no_image.safetensors"),
+                                 zeroed=I2VGEN_LATENT_BRANCHES + I2VGEN_CLIP_BRANCH)
+    safetensors.torch.save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(32, 4, 3, 3)},
+                                str(folder / "sd15_unet.safetensors"))
+    unet_folder = "diffusion_models" if "diffusion_models" in folder_paths.folder_names_and_paths else "unet"
+    folder_paths.add_model_folder_path(unet_folder, str(folder))
+    return str(folder)

@@ -2,92 +2,13 @@
 tiny random UNet in the diffusers layout, with the host's own CLIPTextEncode, CLIP vision model and VAE."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
-import safetensors.torch
 import torch
-
-import workflow
 
 FRAMES, WIDTH, HEIGHT = 3, 48, 32
 CLIP_VISION_DIM = 64  # = the tiny test CLIP's text width = the tiny UNet's cross_attention_dim
-PARTS_NODE = "I2VGenXLTest_Parts"
-
-
-def _tiny_clip_vision(tmp_path, projection_dim: int, seed: int):
-    import comfy.clip_vision
-
-    config = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 32, "image_size": 224,
-              "intermediate_size": 64, "layer_norm_eps": 1e-5, "model_type": "clip_vision_model",
-              "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": 2, "patch_size": 32,
-              "projection_dim": projection_dim}
-    path = tmp_path / f"clip_vision_{projection_dim}.json"
-    path.write_text(json.dumps(config))
-    model = comfy.clip_vision.ClipVisionModel(str(path))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
-    return model
-
-
-@pytest.fixture(scope="module")
-def parts(host, test_nodes, tmp_path_factory, monkeypatch_module):
-    """A test node giving CLIP_VISION (tiny, ViT-H-like or narrower) and a start image, and the UNet file."""
-    import folder_paths
-    import nodes
-
-    tmp = tmp_path_factory.mktemp("i2vgen")
-    visions = {dim: _tiny_clip_vision(tmp, dim, seed=dim) for dim in (CLIP_VISION_DIM, 48)}
-    for vision in visions.values():
-        test_nodes.init_weights(vision.model, seed=5)
-
-    class Parts:
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"projection_dim": ("INT", {"default": CLIP_VISION_DIM}),
-                                 "image_seed": ("INT", {"default": 0})}}
-
-        RETURN_TYPES = ("CLIP_VISION", "IMAGE")
-        FUNCTION = "make"
-        CATEGORY = "pix2gif_tests"
-
-        def make(self, projection_dim, image_seed):
-            image = torch.rand(1, 40, 64, 3, generator=torch.Generator().manual_seed(image_seed))
-            return visions[projection_dim], image
-
-    monkeypatch_module.setitem(nodes.NODE_CLASS_MAPPINGS, PARTS_NODE, Parts)
-    weights = workflow._fixture("i2vgen_xl_weights")
-    from pix2gif_core.i2vgen_xl.config import I2VGenXLConfig
-    from pix2gif_core.i2vgen_xl.unet import I2VGenXLUNet
-
-    with torch.device("meta"):
-        shapes = I2VGenXLUNet(I2VGenXLConfig.from_diffusers(weights.TINY_CONFIG, "tiny")).state_dict()
-    state = weights.random_weights(shapes, seed=11, scale=0.05)
-    folder = tmp / "diffusion_models"
-    folder.mkdir()
-    safetensors.torch.save_file(state, str(folder / "tiny_i2vgen_xl.safetensors"))
-    zeroed = dict(state)
-    for key in ("image_latents_proj_in.4", "image_latents_context_embedding.5"):  # the image-latent branches
-        zeroed[f"{key}.weight"], zeroed[f"{key}.bias"] = (torch.zeros_like(zeroed[f"{key}.weight"]),
-                                                          torch.zeros_like(zeroed[f"{key}.bias"]))
-    safetensors.torch.save_file(zeroed, str(folder / "tiny_i2vgen_xl_no_latent.safetensors"))
-    no_clip = dict(zeroed, **{"context_embedding.2.weight": torch.zeros_like(state["context_embedding.2.weight"]),
-                              "context_embedding.2.bias": torch.zeros_like(state["context_embedding.2.bias"])})
-    safetensors.torch.save_file(no_clip, str(folder / "tiny_i2vgen_xl_no_image.safetensors"))
-    sd15 = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(32, 4, 3, 3)}
-    safetensors.torch.save_file(sd15, str(folder / "sd15_unet.safetensors"))
-    unet_folder = "diffusion_models" if "diffusion_models" in folder_paths.folder_names_and_paths else "unet"
-    folder_paths.add_model_folder_path(unet_folder, str(folder))
-    return visions
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 def prompt(unet="tiny_i2vgen_xl.safetensors", *, conditioning=True, width=WIDTH, height=HEIGHT, frames=FRAMES,
@@ -96,11 +17,13 @@ def prompt(unet="tiny_i2vgen_xl.safetensors", *, conditioning=True, width=WIDTH,
         "ckpt": {"class_type": "Pix2GifTest_TinyCheckpoint", "inputs": {"seed": 0, "topology": "sd15"}},
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a boat on a lake", "clip": ["ckpt", 1]}},
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, static", "clip": ["ckpt", 1]}},
-        "parts": {"class_type": PARTS_NODE, "inputs": {"projection_dim": projection_dim, "image_seed": image_seed}},
+        "vision": {"class_type": "Pix2GifTest_TinyCLIPVision", "inputs": {"projection_dim": projection_dim, "seed": 5}},
+        "image": {"class_type": "Pix2GifTest_RandomClip",
+                  "inputs": {"frames": 1, "width": 64, "height": 40, "seed": image_seed}},
         "unet": {"class_type": "Pix2Gif_LoadI2VGenXLModel", "inputs": {"unet_name": unet, "weight_dtype": "as stored"}},
         "cond": {"class_type": "Pix2Gif_I2VGenXLConditioning",
-                 "inputs": {"positive": ["pos", 0], "negative": ["neg", 0], "clip_vision": ["parts", 0],
-                            "vae": ["ckpt", 2], "image": ["parts", 1], "width": width, "height": height,
+                 "inputs": {"positive": ["pos", 0], "negative": ["neg", 0], "clip_vision": ["vision", 0],
+                            "vae": ["ckpt", 2], "image": ["image", 0], "width": width, "height": height,
                             "frames": frames, "fps": 16}},
         "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": frames}},
     }
@@ -120,14 +43,14 @@ def _sample(host, test_nodes, executor=None, **kwargs) -> torch.Tensor:
     return test_nodes.CAPTURED["i2v"]
 
 
-def test_ksampler_makes_a_clip_from_the_conditioning_node(host, test_nodes, parts):
+def test_ksampler_makes_a_clip_from_the_conditioning_node(host, test_nodes, i2vgen_unet_files):
     latent = _sample(host, test_nodes)
     assert latent.shape == (FRAMES, 4, HEIGHT // 8, WIDTH // 8)
     assert latent.isfinite().all() and latent.std() > 0.01
     assert (latent[0] - latent[-1]).abs().max() > 1e-4  # frames differ: a clip, not one image repeated
 
 
-def test_the_image_reaches_the_model_through_the_latent_and_clip_paths_only(host, test_nodes, parts):
+def test_the_image_reaches_the_model_through_the_latent_and_clip_paths_only(host, test_nodes, i2vgen_unet_files):
     executor = host.make_executor()  # one executor: the unchanged text, CLIP vision and VAE nodes run once
 
     def changed(unet: str) -> float:
@@ -140,7 +63,7 @@ def test_the_image_reaches_the_model_through_the_latent_and_clip_paths_only(host
     assert changed("tiny_i2vgen_xl_no_image.safetensors") == 0.0  # no latent branch, no CLIP tokens: no image
 
 
-def test_the_uncond_branch_has_the_negative_text_zero_clip_image_and_the_same_latent(host, parts):
+def test_the_uncond_branch_has_the_negative_text_zero_clip_image_and_the_same_latent(host, test_nodes):
     import nodes
 
     node = nodes.NODE_CLASS_MAPPINGS["Pix2Gif_I2VGenXLConditioning"]()
@@ -148,8 +71,9 @@ def test_the_uncond_branch_has_the_negative_text_zero_clip_image_and_the_same_la
     negative = [[torch.full((1, 77, CLIP_VISION_DIM), -1.0), {}]]
     image = torch.rand(1, 40, 64, 3, generator=torch.Generator().manual_seed(3))
     vae = nodes.NODE_CLASS_MAPPINGS["Pix2GifTest_TinyCheckpoint"]().load(0)[2]
-    pos, neg, latent = node.encode(positive=positive, negative=negative, clip_vision=parts[CLIP_VISION_DIM],
-                                   vae=vae, image=image, width=WIDTH, height=HEIGHT, frames=FRAMES, fps=16)
+    vision = test_nodes.build_clip_vision(CLIP_VISION_DIM, seed=5)
+    pos, neg, latent = node.encode(positive=positive, negative=negative, clip_vision=vision, vae=vae, image=image,
+                                   width=WIDTH, height=HEIGHT, frames=FRAMES, fps=16)
     (pos_text, pos_opts), (neg_text, neg_opts) = pos[0], neg[0]
     assert torch.equal(pos_text, positive[0][0]) and torch.equal(neg_text, negative[0][0])
     assert pos_opts["i2vgen_image_embedding"].abs().max() > 0
@@ -160,7 +84,7 @@ def test_the_uncond_branch_has_the_negative_text_zero_clip_image_and_the_same_la
 
 
 @pytest.mark.parametrize("weight_dtype, expected", [("as stored", torch.float32), ("bf16", torch.bfloat16)])
-def test_the_weights_keep_the_file_dtype_unless_asked(host, parts, weight_dtype, expected):
+def test_the_weights_keep_the_file_dtype_unless_asked(host, i2vgen_unet_files, weight_dtype, expected):
     import nodes
 
     model = nodes.NODE_CLASS_MAPPINGS["Pix2Gif_LoadI2VGenXLModel"]().load("tiny_i2vgen_xl.safetensors", weight_dtype)[0]
@@ -168,7 +92,7 @@ def test_the_weights_keep_the_file_dtype_unless_asked(host, parts, weight_dtype,
     assert model.model.get_dtype() == expected
 
 
-def test_the_model_samples_v_prediction_on_the_zero_snr_cosine_schedule(host, parts):
+def test_the_model_samples_v_prediction_on_the_zero_snr_cosine_schedule(host, i2vgen_unet_files):
     import nodes
 
     model = nodes.NODE_CLASS_MAPPINGS["Pix2Gif_LoadI2VGenXLModel"]().load("tiny_i2vgen_xl.safetensors")[0]
@@ -198,7 +122,7 @@ def test_the_model_samples_v_prediction_on_the_zero_snr_cosine_schedule(host, pa
     ({"projection_dim": 48}, "I2VGen-XL Conditioning", ["clip_vision", "ViT-H"]),
     ({"unet": "sd15_unet.safetensors"}, "Load I2VGen-XL Model", ["sd15_unet.safetensors", "Stable Diffusion"]),
 ])
-def test_bad_input_is_refused_clearly(host, parts, change, node, words):
+def test_bad_input_is_refused_clearly(host, i2vgen_unet_files, change, node, words):
     result = host.run(prompt(**change))
     assert not result.success
     message = result.error["exception_message"]
@@ -224,7 +148,7 @@ def cascade_prompt(denoise: float, gif_sampler: bool = False) -> dict:
         "encode": {"class_type": "VAEEncode", "inputs": {"pixels": ["scale", 0], "vae": ["ckpt", 2]}},
         "brief": {"class_type": "CLIPTextEncode", "inputs": {"text": "sharp, detailed", "clip": ["ckpt", 1]}},
         "cond2": {"class_type": "Pix2Gif_I2VGenXLConditioning",
-                  "inputs": {"positive": ["brief", 0], "negative": ["neg", 0], "clip_vision": ["parts", 0],
+                  "inputs": {"positive": ["brief", 0], "negative": ["neg", 0], "clip_vision": ["vision", 0],
                              "vae": ["ckpt", 2], "image": ["scale", 0], "width": REFINED_WIDTH,
                              "height": REFINED_HEIGHT, "frames": FRAMES, "fps": 16}},
         "refine": {"class_type": "KSampler",
@@ -245,7 +169,7 @@ def cascade_prompt(denoise: float, gif_sampler: bool = False) -> dict:
 
 
 @pytest.mark.parametrize("denoise", [0.0, 0.7])
-def test_cascade_refinement_resamples_the_resized_clip(host, test_nodes, parts, denoise):
+def test_cascade_refinement_resamples_the_resized_clip(host, test_nodes, i2vgen_unet_files, denoise):
     result = host.run(cascade_prompt(denoise))
     assert result.success, result.error or result.validation_error
     encoded, refined = test_nodes.CAPTURED["encoded"], test_nodes.CAPTURED["refined"]
@@ -256,7 +180,7 @@ def test_cascade_refinement_resamples_the_resized_clip(host, test_nodes, parts, 
         assert refined.isfinite().all() and (refined - encoded).abs().max() > 1e-3
 
 
-def test_the_gif_sampler_samples_it_without_a_missing_motion_model_warning(host, test_nodes, parts, caplog):
+def test_the_gif_sampler_samples_it_without_a_missing_motion_model_warning(host, test_nodes, i2vgen_unet_files, caplog):
     """I2VGen-XL is a video model itself: no 'Apply Motion Model' is missing."""
     result = host.run(cascade_prompt(0.7, gif_sampler=True))
     assert result.success, result.error or result.validation_error
@@ -264,7 +188,7 @@ def test_the_gif_sampler_samples_it_without_a_missing_motion_model_warning(host,
     assert "refine" not in result.outputs and not any("no motion model" in r.getMessage() for r in caplog.records)
 
 
-def test_a_text_encoder_of_another_width_is_named(host, parts):
+def test_a_text_encoder_of_another_width_is_named(host, i2vgen_unet_files):
     import nodes
 
     model = nodes.NODE_CLASS_MAPPINGS["Pix2Gif_LoadI2VGenXLModel"]().load("tiny_i2vgen_xl.safetensors")[0]
@@ -275,7 +199,8 @@ def test_a_text_encoder_of_another_width_is_named(host, parts):
                                     context=torch.zeros(FRAMES, 77, 768), **conds)
 
 
-def test_more_frames_than_the_device_holds_are_refused_before_computing(host, test_nodes, parts, monkeypatch):
+def test_more_frames_than_the_device_holds_are_refused_before_computing(host, test_nodes, i2vgen_unet_files,
+                                                                          monkeypatch):
     import comfy.model_management
 
     test_nodes.CAPTURED.pop("i2v", None)

@@ -128,3 +128,46 @@ def test_follow_your_click_model(host, test_nodes, tmp_path):
     frames = test_nodes.CAPTURED["frames"]
     assert frames.shape[0] == 16 and frames.isfinite().all()
     assert (frames[0] - frames[-1]).abs().max() > 1e-3, "the clip moves"
+
+
+def _node_id(ui, title: str) -> str:
+    return str(next(node["id"] for node in ui["nodes"] if node.get("title") == title))
+
+
+def _gif_frames(item: dict) -> int:
+    import folder_paths
+
+    path = Path(folder_paths.get_directory_by_type(item["type"])) / item["subfolder"] / item["filename"]
+    with Image.open(path) as gif:
+        return gif.n_frames
+
+
+def test_i2vgen_xl_image2video(host, test_nodes, tmp_path):
+    """The base stage with the tiny I2VGen-XL UNet, text encoder, CLIP vision and VAE: 16 frames that move."""
+    from run_workflow import install_workflow_assets
+
+    install_workflow_assets()
+    ui = workflow.load(WORKFLOWS / "i2vgen_xl_image2video.json")
+    ui, result = run_workflow(host, "i2vgen_xl_image2video.json", tmp_path, {"frames": _node_id(ui, "VAE Decode")})
+    frames = test_nodes.CAPTURED["frames"]
+    assert frames.shape == (16, workflow.TINY_SIZE, workflow.TINY_SIZE, 3) and frames.isfinite().all()
+    assert (frames[0] - frames[-1]).abs().max() > 1e-2, "a clip, not one image repeated"
+    assert _gif_frames(saved_by(ui, result, "Pix2Gif_SaveAnimation")["images"][0]) == 16
+
+
+def test_i2vgen_xl_cascade(host, test_nodes, tmp_path):
+    """Base stage, then I2VGen-XL Refine at a wider size: both clips 16 frames, the refined one at Refine's size,
+    saved as a GIF (the base clip as a temp preview)."""
+    from run_workflow import install_workflow_assets
+
+    install_workflow_assets()
+    ui = workflow.load(WORKFLOWS / "i2vgen_xl_cascade.json")
+    capture = {"base": _node_id(ui, "VAE Decode"), "refined": _node_id(ui, "VAE Decode (refined)")}
+    ui, result = run_workflow(host, "i2vgen_xl_cascade.json", tmp_path, capture)
+    base, refined = test_nodes.CAPTURED["base"], test_nodes.CAPTURED["refined"]
+    assert base.shape == (16, workflow.TINY_SIZE, workflow.TINY_SIZE, 3)
+    assert refined.shape == (16, workflow.TINY_SIZE, workflow.TINY_REFINED_WIDTH, 3) and refined.isfinite().all()
+    saved = {str(node["id"]): result.outputs[str(node["id"])]["images"][0] for node in ui["nodes"]
+             if node["type"] == "Pix2Gif_SaveAnimation"}
+    kinds = sorted(item["type"] for item in saved.values())
+    assert kinds == ["output", "temp"] and all(_gif_frames(item) == 16 for item in saved.values())

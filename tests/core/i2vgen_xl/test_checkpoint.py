@@ -7,16 +7,12 @@ import torch
 
 from pix2gif_core.errors import Pix2GifInputError
 from pix2gif_core.i2vgen_xl.checkpoint import load_unet
-from pix2gif_core.i2vgen_xl.config import I2VGenXLConfig
-from pix2gif_core.i2vgen_xl.unet import I2VGenXLUNet
-from tests.fixtures.i2vgen_xl_weights import TINY_CONFIG, random_weights, to_vgen_layout, write_diffusers_folder
+from tests.fixtures.i2vgen_xl_weights import tiny_unet_weights, to_vgen_layout, write_diffusers_folder
 
 
 @pytest.fixture(scope="module")
 def state() -> dict[str, torch.Tensor]:
-    with torch.device("meta"):
-        shapes = I2VGenXLUNet(I2VGenXLConfig.from_diffusers(TINY_CONFIG, "tiny")).state_dict()
-    return random_weights(shapes, seed=1)
+    return tiny_unet_weights(seed=1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -108,10 +108,15 @@ def build_clip(seed: int) -> comfy.sd.CLIP:
     return clip
 
 
-def build_vae(seed: int) -> comfy.sd.VAE:
+def tiny_vae_state(seed: int) -> dict:
+    """A TAESD with random weights, as a state dict in TAESD's own key layout (what a VAE file holds)."""
     taesd = comfy.taesd.taesd.TAESD()
     init_weights(taesd, seed)
-    return comfy.sd.VAE(sd=taesd.state_dict())
+    return taesd.state_dict()
+
+
+def build_vae(seed: int) -> comfy.sd.VAE:
+    return comfy.sd.VAE(sd=tiny_vae_state(seed))
 
 
 class TinyCheckpoint:
@@ -210,8 +215,83 @@ class CancelAtModelCall:
         return (patched,)
 
 
+# --- I2VGen-XL: the text encoder and image encoder stand-ins (CLIP vision in the Hugging Face layout) ----------
+
+def build_clip_vision(projection_dim: int = CONTEXT_DIM, seed: int = 0):
+    """A 2-layer CLIP vision model (ComfyUI's own class) whose projected embedding is ``projection_dim`` wide: the
+    tiny text CLIP's width for the tiny I2VGen-XL UNet, another width for 'wrong model' tests."""
+    import comfy.clip_vision
+
+    config = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 32, "image_size": 224,
+              "intermediate_size": 64, "layer_norm_eps": 1e-5, "model_type": "clip_vision_model",
+              "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": 2, "patch_size": 32,
+              "projection_dim": projection_dim}
+    path = os.path.join(tempfile.gettempdir(), f"pix2gif_tiny_clip_vision_{projection_dim}.json")
+    with open(path, "w") as f:
+        json.dump(config, f)
+    model = comfy.clip_vision.ClipVisionModel(path)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # every parameter set (ComfyUI leaves them uninitialised), then the usual scales
+        for parameter in model.model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+    init_weights(model.model, seed)
+    return model
+
+
+class TinyCLIP:
+    """Stands in for CLIPLoader (the I2VGen-XL text encoder): the tiny CLIP, as wide as the tiny I2VGen-XL UNet."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 1, "min": 0, "max": 2**31})}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "pix2gif_tests"
+
+    def load(self, seed):
+        return (build_clip(seed),)
+
+
+class TinyCLIPVision:
+    """Stands in for CLIPVisionLoader: a tiny CLIP vision model of ``projection_dim``."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"projection_dim": ("INT", {"default": CONTEXT_DIM, "min": 8}),
+                             "seed": ("INT", {"default": 5, "min": 0, "max": 2**31})}}
+
+    RETURN_TYPES = ("CLIP_VISION",)
+    FUNCTION = "load"
+    CATEGORY = "pix2gif_tests"
+
+    def load(self, projection_dim, seed):
+        return (build_clip_vision(projection_dim, seed),)
+
+
+class RandomClip:
+    """A smooth random clip (frames × height × width × 3, in [0, 1]): bilinear upscale of 4× coarser noise."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"frames": ("INT", {"default": 3, "min": 1}), "width": ("INT", {"default": 48}),
+                             "height": ("INT", {"default": 32}), "seed": ("INT", {"default": 0})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "make"
+    CATEGORY = "pix2gif_tests"
+
+    def make(self, frames, width, height, seed):
+        coarse = torch.rand(frames, 3, max(1, height // 4), max(1, width // 4),
+                            generator=torch.Generator().manual_seed(seed))
+        smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear")
+        return (smooth.movedim(1, -1).contiguous(),)
+
+
 NODE_CLASS_MAPPINGS = {"Pix2GifTest_TinyCheckpoint": TinyCheckpoint, "Pix2GifTest_CaptureLatent": CaptureLatent,
-                       "Pix2GifTest_CaptureImage": CaptureImage, "Pix2GifTest_CancelAtModelCall": CancelAtModelCall}
+                       "Pix2GifTest_CaptureImage": CaptureImage, "Pix2GifTest_CancelAtModelCall": CancelAtModelCall,
+                       "Pix2GifTest_TinyCLIP": TinyCLIP, "Pix2GifTest_TinyCLIPVision": TinyCLIPVision,
+                       "Pix2GifTest_RandomClip": RandomClip}
 
 
 # --- Pix2Gif: a tiny checkpoint in the exact Lightning layout (methods.md §2.5) -------------------------------
