@@ -89,3 +89,37 @@ def first_frame_anchors(keys: Tensor, values: Tensor, video_length: int, branche
             anchor_values.append(recorded[1].to(device=values.device, dtype=values.dtype))
             injected += 1
     return torch.stack(anchor_keys), torch.stack(anchor_values), injected
+
+
+StackedFeatures = dict[tuple[int, LayerKey], tuple[Tensor, Tensor]]
+"""Every evaluation's recorded keys/values, stacked per ``(branch, layer)``: ``(evaluations, T, C)`` each."""
+
+
+def stack_features(per_evaluation: Sequence[FirstFrameFeatures], device: torch.device) -> StackedFeatures | None:
+    """The recorded keys/values of all evaluations stacked per branch and layer on ``device`` (their dtype kept:
+    :func:`feature_bytes` summed over the evaluations, once more on ``device``); None when the evaluations do not
+    all carry the same branches and layers, or carry none."""
+    keys = set(per_evaluation[0]) if per_evaluation else set()
+    if not keys or any(set(features) != keys for features in per_evaluation):
+        return None
+    return {key: tuple(torch.stack([features[key][part] for features in per_evaluation]).to(device)
+                       for part in (0, 1))
+            for key in per_evaluation[0]}
+
+
+class SelectedFeatures(Mapping):
+    """One evaluation's keys/values picked from :data:`StackedFeatures` by a device index ``(1,)`` int64: a
+    :data:`FirstFrameFeatures` mapping whose lookups gather on the device (nothing is read to the host)."""
+
+    def __init__(self, stacked: StackedFeatures, index: Tensor) -> None:
+        self._stacked, self._index = stacked, index
+
+    def __getitem__(self, key: tuple[int, LayerKey]) -> tuple[Tensor, Tensor]:
+        keys, values = self._stacked[key]
+        return keys.index_select(0, self._index)[0], values.index_select(0, self._index)[0]
+
+    def __iter__(self):
+        return iter(self._stacked)
+
+    def __len__(self) -> int:
+        return len(self._stacked)
