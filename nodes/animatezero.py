@@ -13,7 +13,9 @@
   pins frame 1 of the combined prediction and closes the evaluation; ``attn1_replace`` patches make every frame
   attend to frame 1's keys/values (the image pass's, or the video's own frame 1); the chosen motion modules get
   positional-corrected window attention through :func:`set_temporal_variants`. All attention runs through the
-  host's ``optimized_attention`` (:func:`~.attention_backend.host_attention`).
+  host's ``optimized_attention`` (:func:`~.attention_backend.host_attention`). The evaluation each call replays is
+  found on the device (:mod:`~pix2gif_core.animatezero.trajectory_replay`); on ComfyUI ≥ 0.3 an outer-sample
+  wrapper marks each sampling run, so the device is read in the run's first evaluations and once after it only.
 
 Both trajectory nodes sample on the noise schedule of their ``beta_schedule`` option, which must be the one
 Apply Motion Model gives the video MODEL: the video pass finds frame 1's latents by noise level σ.

@@ -454,3 +454,30 @@ def test_unet_calls_convert_no_tensor_to_python_after_the_first_evaluations(host
                           for sites in steady), per_call
     first = per_call[0]  # the schedule check (once per run: two lists), the index read, the departure check (two)
     assert len(first) <= 5 + range_reads and all("comfyui-pix2gif" in site for site in first), first
+
+
+def test_a_call_off_the_recorded_order_after_the_read_steps_fails_the_run(host, motion_file, monkeypatch, pack):
+    """With no step read on the host (DEPARTURE_CHECKED_EVALUATIONS 0), a video sampler that evaluates between the
+    recorded levels (dpm_fast on an euler trajectory: same schedule, one evaluation per step at σ_max and then
+    between the levels) is caught on the device: on a host that marks its sampling runs the run ends (all three
+    evaluations), then fails with the error before anything is saved; on 2024-03 every call is read and the second
+    evaluation fails."""
+    module, calls = pack.nodes.animatezero, []
+    monkeypatch.setattr(pack.pix2gif_core.animatezero.trajectory_replay, "DEPARTURE_CHECKED_EVALUATIONS", 0)
+    make_wrapper = module._animatezero_wrapper
+
+    def counting_wrapper(*args):
+        wrapper = make_wrapper(*args)
+
+        def counted(apply_model, call_args):
+            calls.append(float(call_args["timestep"][0]))  # read here, outside the wrapper's own reads
+            return wrapper(apply_model, call_args)
+
+        return counted
+
+    monkeypatch.setattr(module, "_animatezero_wrapper", counting_wrapper)
+    message = failure(host, animatezero_prompt(motion_file, video_sampler="dpm_fast", save=True),
+                      host.make_executor())
+    assert "[AnimateZero]" in message and "where the first-frame trajectory expects" in message, message
+    assert "sampler" in message
+    assert len(calls) == (STEPS if host_marks_sampling_runs() else 2), calls
