@@ -13,7 +13,9 @@
   pins frame 1 of the combined prediction and closes the evaluation; ``attn1_replace`` patches make every frame
   attend to frame 1's keys/values (the image pass's, or the video's own frame 1); the chosen motion modules get
   positional-corrected window attention through :func:`set_temporal_variants`. All attention runs through the
-  host's ``optimized_attention`` (:func:`~.attention_backend.host_attention`).
+  host's ``optimized_attention`` (:func:`~.attention_backend.host_attention`). The evaluation each call replays is
+  found on the device (:mod:`~pix2gif_core.animatezero.trajectory_replay`); on ComfyUI ≥ 0.3 an outer-sample
+  wrapper marks each sampling run, so the device is read in the run's first evaluations and once after it only.
 
 Both trajectory nodes sample on the noise schedule of their ``beta_schedule`` option, which must be the one
 Apply Motion Model gives the video MODEL: the video pass finds frame 1's latents by noise level σ.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import NamedTuple
 
 import comfy.model_management
 import comfy.sample
@@ -31,14 +34,16 @@ import latent_preview
 import torch
 import comfy.ldm.modules.attention as comfy_attention
 
-from ..pix2gif_core.animatezero.first_frame_features import FeatureRecorder, LayerKey, first_frame_anchors
+from ..pix2gif_core.animatezero.first_frame_features import (FeatureRecorder, FirstFrameFeatures, LayerKey,
+                                                             first_frame_anchors)
 from ..pix2gif_core.animatezero.first_frame_pinning import (FirstFrameTrajectory, TrajectoryRecorder,
-                                                            TrajectoryReplay, check_latent_size, inverted_trajectory,
-                                                            pin_first_frames)
+                                                            check_latent_size, inverted_trajectory, pin_first_frames)
 from ..pix2gif_core.animatezero.shared_kv_attention import SHARING_MODES, shared_kv_attention
+from ..pix2gif_core.animatezero.trajectory_replay import TrajectoryReplay
 from ..pix2gif_core.animatezero.window_attention import PositionCorrectedWindowAttention
 from ..pix2gif_core.diffusion.ddim_inversion import ddim_invert
 from ..pix2gif_core.errors import Pix2GifInputError
+from . import memory_budget
 from .animatediff import BETA_SCHEDULES
 from .animatediff_injection import MOTION_MODEL_KEY, injected_motion_modules, schedule_patch, set_temporal_variants
 from .attention_backend import host_attention
@@ -63,6 +68,11 @@ BETWEEN_LEVEL_SAMPLERS = ("dpm_2", "dpmpp_2s", "dpmpp_sde", "dpm_fast", "dpm_ada
 #: parts of ComfyUI sampler names that add fresh noise at every step
 STOCHASTIC_SAMPLER_MARKS = ("ancestral", "sde", "ddpm", "lcm", "seeds", "sa_solver")
 DEFAULT_BETA_SCHEDULE = "sqrt_linear (AnimateDiff)"
+#: the recorded keys/values go to the compute device for a sampling run when they take at most this share of its
+#: free memory (else they stay where the trajectory keeps them and each UNet call reads its evaluation's index)
+KV_SHARE_OF_FREE_MEMORY = 0.5
+#: key of the outer-sample wrapper that marks the sampling runs of the replay (ComfyUI ≥ 0.3)
+REPLAY_RUN_WRAPPER_KEY = "pix2gif_animatezero_replay"
 BETA_SCHEDULE_TOOLTIP = ("Noise schedule of this pass: choose the beta_schedule of Apply Motion Model on the video "
                          "MODEL, so both passes share noise levels")
 
@@ -358,25 +368,56 @@ def _refuse_context_windows(window) -> None:
             "sample at most as many frames as the motion model has positions (16 as trained, 24 for v1, 32 for v2/v3)")
 
 
-def _pinned_call(replay: TrajectoryReplay, args: dict, frames: int):
-    """The recorded evaluation for this UNet call, after checking the video pass against the trajectory."""
+class PinnedCall(NamedTuple):
+    """What one UNet call replays: frame 1's latent ``state`` and prediction ``denoised`` ``(1, C, h, w)`` and the
+    image pass's keys/values (empty unless K/V sharing reads them), all on the call's device."""
+
+    state: torch.Tensor
+    denoised: torch.Tensor
+    features: FirstFrameFeatures
+
+
+def _kv_fit_on(device: torch.device):
+    """Whether ``needed`` bytes of recorded keys/values may go to ``device`` for a sampling run
+    (:data:`KV_SHARE_OF_FREE_MEMORY` of its free memory); logs when they stay where they are."""
+
+    def fits(needed: int) -> bool:
+        free = memory_budget.free_bytes(device)
+        if needed <= KV_SHARE_OF_FREE_MEMORY * free:
+            return True
+        logger.info("[%s] the image pass's keys/values (%.2f GiB, %.2f GiB free on %s) stay where the trajectory "
+                    "keeps them: each UNet call reads its step from the device once", AnimateZero.TITLE,
+                    needed / memory_budget.GIB, free / memory_budget.GIB, device.type)
+        return False
+
+    return fits
+
+
+def _pinned_call(replay: TrajectoryReplay, args: dict, frames: int, reads_features: bool) -> PinnedCall:
+    """The recorded evaluation for this UNet call, selected on the device; read on the host (one read) only in the
+    run's first evaluations, on hosts without sampling-run marks, or when the keys/values stay off the device."""
     x = args["input"]
     sample_sigmas = args["c"].get("transformer_options", {}).get("sample_sigmas")  # ComfyUI ≥ 0.3 only
     if sample_sigmas is not None:
         replay.check_schedule(sample_sigmas)
     check_latent_size(replay.trajectory, tuple(x.shape[1:]))
-    evaluation = replay.evaluation_at(float(args["timestep"][0]))
-    if replay.departs(x[::frames], evaluation):
-        logger.warning(
-            "[%s] frame 1 of the video latent left the recorded first-frame trajectory at σ=%.4g: the video sampler "
-            "adds fresh noise at every step (ancestral/SDE samplers such as euler_ancestral or dpmpp_2m_sde) or its "
-            "seed differs from the First Frame node's. The model still sees and returns the recorded first frame, so "
-            "frame 1 ends on the image, within float rounding instead of bit-exactly.",
-            AnimateZero.TITLE, evaluation.sigma)
-    return evaluation
+    index = replay.select(args["timestep"][0])
+    position = None
+    if replay.reads_each_call or (reads_features and not replay.stack_features(index.device,
+                                                                               _kv_fit_on(index.device))):
+        position = replay.read(index)
+        if replay.departs(x[::frames], position):
+            logger.warning(
+                "[%s] frame 1 of the video latent left the recorded first-frame trajectory at σ=%.4g: the video "
+                "sampler adds fresh noise at every step (ancestral/SDE samplers such as euler_ancestral or "
+                "dpmpp_2m_sde) or its seed differs from the First Frame node's. The model still sees and returns the "
+                "recorded first frame, so frame 1 ends on the image, within float rounding instead of bit-exactly.",
+                AnimateZero.TITLE, replay.trajectory.evaluations[position].sigma)
+    state, denoised = replay.latents_at(index)
+    return PinnedCall(state, denoised, replay.features_at(index, position) if reads_features else {})
 
 
-def _animatezero_wrapper(replay: TrajectoryReplay | None, window_length: int, previous):
+def _animatezero_wrapper(replay: TrajectoryReplay | None, window_length: int, reads_features: bool, previous):
     """UNet function wrapper: check the video, pin frame 1 of input and output, run the (motion) wrapper."""
 
     def wrapper(apply_model, args):
@@ -385,14 +426,14 @@ def _animatezero_wrapper(replay: TrajectoryReplay | None, window_length: int, pr
         with reported_as(AnimateZero.TITLE):
             _refuse_context_windows(args["c"].get("transformer_options", {}).get("context_window"))
             _check_frames(frames, window_length)
-            evaluation = None if replay is None else _pinned_call(replay, args, frames)
-        if evaluation is not None:
-            options = {**args["c"].get("transformer_options", {}), FEATURES_OPTION: evaluation.features}
-            args = {**args, "input": pin_first_frames(x, frames, evaluation.state),
+            pinned = None if replay is None else _pinned_call(replay, args, frames, reads_features)
+        if pinned is not None:
+            options = {**args["c"].get("transformer_options", {}), FEATURES_OPTION: pinned.features}
+            args = {**args, "input": pin_first_frames(x, frames, pinned.state),
                     "c": {**args["c"], "transformer_options": options}}
         out = previous(apply_model, args) if previous is not None else apply_model(args["input"], args["timestep"],
                                                                                    **args["c"])
-        return out if evaluation is None else pin_first_frames(out, frames, evaluation.denoised)
+        return out if pinned is None else pin_first_frames(out, frames, pinned.denoised)
 
     return wrapper
 
@@ -401,11 +442,30 @@ def _pin_combined_prediction(replay: TrajectoryReplay):
     """Post-CFG hook: frame 1 of the guided prediction is the recorded x0 (whatever CFG function ran)."""
 
     def post_cfg(args):
-        evaluation = replay.evaluation_done()
+        closed = replay.evaluation_done()
         denoised = args["denoised"]
-        return denoised if evaluation is None else pin_first_frames(denoised, denoised.shape[0], evaluation.denoised)
+        if closed is None:
+            return denoised
+        return pin_first_frames(denoised, denoised.shape[0], replay.latents_at(closed)[1])
 
     return post_cfg
+
+
+def _replay_run_marks(replay: TrajectoryReplay):
+    """Outer-sample wrapper (ComfyUI ≥ 0.3): marks each sampling run for the replay, which then reads the device
+    in the run's first evaluations and once after it, not in every UNet call."""
+
+    def wrapper(executor, *args, **kwargs):
+        replay.start_run()
+        try:
+            out = executor(*args, **kwargs)
+            with reported_as(AnimateZero.TITLE):
+                replay.verify_run()
+            return out
+        finally:
+            replay.end_run()
+
+    return wrapper
 
 
 class AnimateZero:
@@ -491,9 +551,15 @@ class AnimateZero:
                 _check_noise_levels(trajectory, patched)
                 replay = TrajectoryReplay(trajectory)
                 patched.set_model_sampler_post_cfg_function(_pin_combined_prediction(replay))
+                if hasattr(patched, "add_wrapper_with_key"):
+                    import comfy.patcher_extension
+
+                    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
+                                                 REPLAY_RUN_WRAPPER_KEY, _replay_run_marks(replay))
             if pin_first_frame or window_attention:
+                reads_features = kv_sharing != "off" and kv_source == "image pass"
                 patched.set_model_unet_function_wrapper(_animatezero_wrapper(
-                    replay, window_length if window_attention else 0,
+                    replay, window_length if window_attention else 0, reads_features,
                     patched.model_options.get("model_function_wrapper")))
         return (patched,)
 

@@ -10,6 +10,9 @@ evaluation into a :data:`FirstFrameFeatures` mapping, which the trajectory carri
 Keys: ``(branch, layer)`` with ``branch`` ComfyUI's ``cond_or_uncond`` entry (0 = positive, 1 = negative) and
 ``layer`` ``(block kind, block index, transformer index)`` as ComfyUI names its ``attn1`` positions.
 Memory per evaluation and branch: ``2 · Σ_layers T·C`` values (SD1.5 at 512²: 23.1 M, 92 MB in float32).
+
+For the video pass, :func:`stack_features` stacks every evaluation's tensors per branch and layer on the compute
+device and :class:`SelectedFeatures` picks one evaluation's by a device index, without reading it.
 """
 
 from __future__ import annotations
@@ -89,3 +92,43 @@ def first_frame_anchors(keys: Tensor, values: Tensor, video_length: int, branche
             anchor_values.append(recorded[1].to(device=values.device, dtype=values.dtype))
             injected += 1
     return torch.stack(anchor_keys), torch.stack(anchor_values), injected
+
+
+StackedFeatures = dict[tuple[int, LayerKey], tuple[Tensor, Tensor]]
+"""Every evaluation's recorded keys/values, stacked per ``(branch, layer)``: ``(evaluations, T, C)`` each."""
+
+
+def stack_features(per_evaluation: Sequence[FirstFrameFeatures], device: torch.device) -> StackedFeatures | None:
+    """The recorded keys/values of all evaluations stacked per branch and layer on ``device`` (their dtype kept:
+    :func:`feature_bytes` summed over the evaluations, once more on ``device``); None when the evaluations do not
+    all carry the same branches and layers, or carry none."""
+    keys = set(per_evaluation[0]) if per_evaluation else set()
+    if not keys or any(set(features) != keys for features in per_evaluation):
+        return None
+
+    def stacked(key: tuple[int, LayerKey], part: int) -> Tensor:
+        first = per_evaluation[0][key][part]
+        out = torch.empty((len(per_evaluation), *first.shape), dtype=first.dtype, device=device)
+        for row, features in enumerate(per_evaluation):  # copied straight into place: no staging copy
+            out[row].copy_(features[key][part])
+        return out
+
+    return {key: (stacked(key, 0), stacked(key, 1)) for key in per_evaluation[0]}
+
+
+class SelectedFeatures(Mapping):
+    """One evaluation's keys/values picked from :data:`StackedFeatures` by a device index ``(1,)`` int64: a
+    :data:`FirstFrameFeatures` mapping whose lookups gather on the device (nothing is read to the host)."""
+
+    def __init__(self, stacked: StackedFeatures, index: Tensor) -> None:
+        self._stacked, self._index = stacked, index
+
+    def __getitem__(self, key: tuple[int, LayerKey]) -> tuple[Tensor, Tensor]:
+        keys, values = self._stacked[key]
+        return keys.index_select(0, self._index)[0], values.index_select(0, self._index)[0]
+
+    def __iter__(self):
+        return iter(self._stacked)
+
+    def __len__(self) -> int:
+        return len(self._stacked)

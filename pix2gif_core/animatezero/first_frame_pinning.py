@@ -10,9 +10,9 @@ order the sampler evaluated the model. Two origins:
 - ``"inverted"``: from DDIM inversion of a real image's latent (:func:`inverted_trajectory`); ``state`` is the
   inverted latent at each level and ``denoised`` the clean latent itself at every level.
 
-During the video pass the host glue asks a :class:`TrajectoryReplay` for the evaluation at each call's σ,
-gives the model :func:`pin_first_frames` of its input with ``state`` and pins frame 1 of the output to
-``denoised``. A denoiser returns x0 and classifier-free guidance combines cond and uncond linearly, so frame 1's
+During the video pass the host glue asks a :class:`~.trajectory_replay.TrajectoryReplay` for the evaluation at each
+call's σ (found on the device), gives the model :func:`pin_first_frames` of its input with ``state`` and pins
+frame 1 of the output to ``denoised``. A denoiser returns x0 and classifier-free guidance combines cond and uncond linearly, so frame 1's
 combined prediction is exactly ``denoised``; every sampler's final step to σ = 0 lands on the last denoised
 value, so frame 1 ends on the image (bit-exactly when its sampler latent retraces the recorded states, else
 within float rounding).
@@ -20,23 +20,17 @@ within float rounding).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from ..diffusion.ddim_inversion import check_trajectory_sigmas
 from ..errors import Pix2GifInputError
 from .first_frame_features import FirstFrameFeatures, feature_bytes
 
 ORIGINS = ("generated", "inverted")
+#: relative tolerance within which two noise levels σ are the same
 SIGMA_RTOL = 1e-4
-#: frame 1 of the sampler's latent counts as "on the trajectory" within this relative tolerance
-DEPARTURE_RTOL = 1e-4
-#: departures are looked for in the first evaluations of a run only (other start noise shows at the first,
-#: an ancestral/SDE sampler's fresh noise at the second): each look reads the device
-DEPARTURE_CHECKED_EVALUATIONS = 2
 
 
 @dataclass(frozen=True)
@@ -98,11 +92,6 @@ class FirstFrameTrajectory:
         """``(C, h, w)`` of the first-frame latent."""
         return tuple(self.evaluations[0].state.shape[1:])
 
-    def evaluation_indices(self, sigma: float) -> list[int]:
-        """Indices of the evaluations made at ``sigma`` (relative tolerance :data:`SIGMA_RTOL`)."""
-        return [index for index, evaluation in enumerate(self.evaluations)
-                if math.isclose(evaluation.sigma, sigma, rel_tol=SIGMA_RTOL, abs_tol=1e-8)]
-
 
 def inverted_trajectory(x0: Tensor, sigmas: Tensor, states: list[Tensor], *, settings: str,
                         noise_range: tuple[float, float],
@@ -158,87 +147,6 @@ def check_latent_size(trajectory: FirstFrameTrajectory, latent_shape: tuple[int,
             f"{expected[1]}×{expected[2]}) but the video latent is {latent_shape[2] * 8}×{latent_shape[1] * 8} px "
             f"({latent_shape[0]}×{latent_shape[1]}×{latent_shape[2]}); give the video sampler the image's width and "
             "height, or scale the image to the video size before encoding it.")
-
-
-class TrajectoryReplay:
-    """Which recorded evaluation each model evaluation of the video pass replays.
-
-    The video pass must evaluate the recorded levels in order. The next evaluation at σ takes the first
-    recorded one at σ from the cursor on, skipping only evaluations at the level just replayed (a Heun
-    trajectory replayed by Euler skips Heun's second evaluation of each level); else the highest level starts
-    a new run (a new sampling of the same MODEL); else it may repeat the level just replayed (Heun replaying an
-    inverted trajectory, which has one evaluation per level). Every UNet call of one evaluation (cond and
-    uncond may be split into separate calls) gets the same entry until :meth:`evaluation_done`.
-    """
-
-    def __init__(self, trajectory: FirstFrameTrajectory) -> None:
-        self.trajectory = trajectory
-        self._cursor = 0
-        self._current: int | None = None
-        self._departed = False
-        self._checked_schedule: Tensor | None = None
-
-    def check_schedule(self, video_sigmas: Tensor) -> None:
-        """Raise unless the video pass samples the trajectory's schedule (same steps and levels). Reads the
-        device once per sampling run: a schedule tensor already checked (the sampler hands every call of a run
-        the same one) is not read again."""
-        if video_sigmas is self._checked_schedule:
-            return
-        try:
-            check_trajectory_sigmas(video_sigmas.new_tensor(self.trajectory.sigmas), video_sigmas, rtol=SIGMA_RTOL)
-        except Pix2GifInputError as err:
-            raise Pix2GifInputError(f"{err} The trajectory was made with {self.trajectory.settings}.") from None
-        self._checked_schedule = video_sigmas
-
-    def evaluation_at(self, sigma: float) -> PinnedEvaluation:
-        """The recorded evaluation for a model call at ``sigma``; raises if the video pass left the recorded
-        order of noise levels (other steps, scheduler, sampler or denoise than the trajectory's)."""
-        matches = self.trajectory.evaluation_indices(sigma)
-        if self._current not in matches:
-            self._current = self._next_index(matches, sigma)
-        return self.trajectory.evaluations[self._current]
-
-    def _next_index(self, matches: list[int], sigma: float) -> int:
-        evaluations, cursor = self.trajectory.evaluations, self._cursor
-        following = [index for index in matches if index >= cursor]
-        if following:
-            last_level = evaluations[cursor - 1].sigma if cursor else math.nan
-            if all(math.isclose(skipped.sigma, last_level, rel_tol=SIGMA_RTOL)
-                   for skipped in evaluations[cursor:following[0]]):
-                return following[0]
-        if 0 in matches:
-            self._departed = False
-            return 0
-        if cursor > 0 and cursor - 1 in matches:
-            return cursor - 1
-        expected = f"σ={evaluations[cursor].sigma:.4g}" if cursor < len(evaluations) else "no further evaluation"
-        levels = self.trajectory.sigmas
-        raise Pix2GifInputError(
-            f"the video pass evaluates the model at σ={sigma:.4g} where the first-frame trajectory expects "
-            f"{expected}: it was made with {self.trajectory.settings} ({len(levels) - 1} steps, σ {levels[0]:.4g} → "
-            f"{levels[-1]:.4g}). Use the same steps, scheduler, sampler and denoise in both passes.")
-
-    def evaluation_done(self) -> PinnedEvaluation | None:
-        """Close the evaluation in progress (after CFG) and return it; the next call moves on. None if no call
-        asked for an evaluation since the last one closed."""
-        if self._current is None:
-            return None
-        done, self._cursor, self._current = self._current, self._current + 1, None
-        return self.trajectory.evaluations[done]
-
-    def departs(self, first_frames: Tensor, evaluation: PinnedEvaluation) -> bool:
-        """True once per run, when frame 1 of the sampler's latent ``first_frames`` ``(n, C, h, w)`` leaves the
-        recorded ``evaluation.state`` of a generated trajectory in one of the run's first
-        :data:`DEPARTURE_CHECKED_EVALUATIONS` evaluations (other start noise, or the fresh noise of an
-        ancestral/SDE sampler). Never for inverted trajectories, whose frame 1 starts from the video's own noise,
-        and never later in a run (no device read per step)."""
-        if (self._departed or self.trajectory.origin != "generated"
-                or self._current is None or self._current >= DEPARTURE_CHECKED_EVALUATIONS):
-            return False
-        state = evaluation.state.to(first_frames)
-        scale = float(state.abs().max()) or 1.0
-        self._departed = bool((first_frames - state).abs().max() > DEPARTURE_RTOL * scale)
-        return self._departed
 
 
 def pin_first_frames(batch: Tensor, frames: int, first: Tensor) -> Tensor:

@@ -411,16 +411,23 @@ class TensorToPython(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize(("options", "steady_reads"), [({}, 1), ({"kv_start_percent": 0.1}, 2)],
-                         ids=["whole denoising", "K/V from 10 %"])
+def host_marks_sampling_runs() -> bool:
+    """ComfyUI ≥ 0.3 wraps each sampling run (outer-sample wrappers); 2024-03 has no such hook."""
+    import comfy.model_patcher
+
+    return hasattr(comfy.model_patcher.ModelPatcher, "add_wrapper_with_key")
+
+
+@pytest.mark.parametrize("kv_source", ["image pass", "video pass"])
+@pytest.mark.parametrize("options", [{}, {"kv_start_percent": 0.1}], ids=["whole denoising", "K/V from 10 %"])
 def test_unet_calls_convert_no_tensor_to_python_after_the_first_evaluations(host, test_nodes, motion_file,
-                                                                             monkeypatch, pack, options,
-                                                                             steady_reads):
-    """Counted in every UNet call of the video pass through the host (AnimateZero's wrapper, pinning, K/V sharing
-    on every spatial self-attention, window attention, motion modules, the host's UNet): after the run's first
-    evaluations (schedule check, departure check) only the noise-level lookup of the recorded evaluation reads
-    the device, once per call, plus one σ read per call for a K/V start/end range – no per-layer σ reads, no
-    per-call schedule reads."""
+                                                                             monkeypatch, pack, options, kv_source):
+    """Counted in every UNet call of the video pass through the host (AnimateZero's wrapper, the replay of the
+    recorded first frame and of the image pass's keys/values, pinning, K/V sharing on every spatial
+    self-attention, window attention, motion modules, the host's UNet): after the run's first evaluations
+    (schedule check, departure check, read replay index) nothing is read from the device – the recorded
+    evaluation is found and gathered on the device – except one σ read per call for a K/V start/end range; a host
+    that does not mark its sampling runs (2024-03) reads the replay index once per call."""
     module, per_call = pack.nodes.animatezero, []
     make_wrapper = module._animatezero_wrapper
 
@@ -437,10 +444,40 @@ def test_unet_calls_convert_no_tensor_to_python_after_the_first_evaluations(host
 
     monkeypatch.setattr(module, "_animatezero_wrapper", counting_wrapper)
     steps = 5
-    run(host, test_nodes, animatezero_prompt(motion_file, steps=steps, options={"window_length": 3, **options}))
+    run(host, test_nodes, animatezero_prompt(motion_file, steps=steps,
+                                             options={"window_length": 3, "kv_source": kv_source, **options}))
     assert len(per_call) == steps, "one UNet call (CFG batch) per step"
-    steady = per_call[pack.pix2gif_core.animatezero.first_frame_pinning.DEPARTURE_CHECKED_EVALUATIONS:]
-    assert steady and all(len(sites) == steady_reads and all("animatezero.py" in site for site in sites)
+    range_reads = 1 if options else 0
+    steady_reads = (0 if host_marks_sampling_runs() else 1) + range_reads
+    steady = per_call[pack.pix2gif_core.animatezero.trajectory_replay.DEPARTURE_CHECKED_EVALUATIONS:]
+    assert steady and all(len(sites) == steady_reads and all("animatezero" in site for site in sites)
                           for sites in steady), per_call
-    first = per_call[0]  # the schedule check (once per run: two lists), the σ lookup(s), the departure check (two)
-    assert len(first) <= 4 + steady_reads and all("comfyui-pix2gif" in site for site in first), first
+    first = per_call[0]  # the schedule check (once per run: two lists), the index read, the departure check (two)
+    assert len(first) <= 5 + range_reads and all("comfyui-pix2gif" in site for site in first), first
+
+
+def test_a_call_off_the_recorded_order_after_the_read_steps_fails_the_run(host, motion_file, monkeypatch, pack):
+    """With no step read on the host (DEPARTURE_CHECKED_EVALUATIONS 0), a video sampler that evaluates between the
+    recorded levels (dpm_fast on an euler trajectory: same schedule, one evaluation per step at σ_max and then
+    between the levels) is caught on the device: on a host that marks its sampling runs the run ends (all three
+    evaluations), then fails with the error before anything is saved; on 2024-03 every call is read and the second
+    evaluation fails."""
+    module, calls = pack.nodes.animatezero, []
+    monkeypatch.setattr(pack.pix2gif_core.animatezero.trajectory_replay, "DEPARTURE_CHECKED_EVALUATIONS", 0)
+    make_wrapper = module._animatezero_wrapper
+
+    def counting_wrapper(*args):
+        wrapper = make_wrapper(*args)
+
+        def counted(apply_model, call_args):
+            calls.append(float(call_args["timestep"][0]))  # read here, outside the wrapper's own reads
+            return wrapper(apply_model, call_args)
+
+        return counted
+
+    monkeypatch.setattr(module, "_animatezero_wrapper", counting_wrapper)
+    message = failure(host, animatezero_prompt(motion_file, video_sampler="dpm_fast", save=True),
+                      host.make_executor())
+    assert "[AnimateZero]" in message and "where the first-frame trajectory expects" in message, message
+    assert "sampler" in message
+    assert len(calls) == (STEPS if host_marks_sampling_runs() else 2), calls

@@ -1,6 +1,7 @@
 """AnimateZero's per-step tensor work traces into one graph: window attention (both paths), K/V sharing (both
 modes, own or recorded anchors) and the first-frame pinning compile with ``torch.compile(fullgraph=True)`` on the
-CPU, ``torch._dynamo.explain`` counts no graph break, and the compiled result equals the eager one. A tensor →
+CPU, and so does the replay's lookup of the recorded evaluation with the gathering and pinning of its latents and
+keys/values; ``torch._dynamo.explain`` counts no graph break, and the compiled result equals the eager one. A tensor →
 Python conversion (``.item()``, ``float(t)``, ``bool(t)``, ``.tolist()``) in any of them breaks the graph."""
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import torch
 
 from pix2gif_core.animatediff.motion_module import TemporalSelfAttention
 from pix2gif_core.animatezero.first_frame_pinning import pin_first_frames
+from pix2gif_core.animatezero.first_frame_features import SelectedFeatures
 from pix2gif_core.animatezero.shared_kv_attention import shared_kv_attention
+from pix2gif_core.animatezero.trajectory_replay import replay_table, replayed_index
 from pix2gif_core.animatezero.window_attention import PositionCorrectedWindowAttention
 
 FRAMES = 6
@@ -50,3 +53,22 @@ def test_kv_sharing(mode, recorded):
 def test_first_frame_pinning():
     batch, first = torch.randn(2 * FRAMES, 4, 8, 8), torch.randn(1, 4, 8, 8)
     assert_one_graph(lambda x, state: pin_first_frames(x, FRAMES, state), batch, first)
+
+
+@pytest.mark.parametrize("sigma", [14.6, 2.4, 1.0, 0.0], ids=["first", "later", "between levels", "zero"])
+def test_replayed_evaluation_lookup_and_pinning(sigma):
+    """One UNet call's replay: the index from σ and the cursor, frame 1's recorded latent pinned into the batch,
+    the recorded keys of one layer gathered – one graph."""
+    levels = [14.6, 6.1, 2.4, 2.4, 0.9]
+    table = replay_table(levels, torch.device("cpu"))
+    states = torch.randn(len(levels), 1, 4, 8, 8)
+    stacked = {(0, ("input", 1, 0)): (torch.randn(len(levels), 10, 16), torch.randn(len(levels), 10, 16))}
+    batch = torch.randn(2 * FRAMES, 4, 8, 8)
+
+    def replay_call(x, call_sigma, cursor, current):
+        index = replayed_index(table, cursor, current, call_sigma)
+        picked = index.clamp(min=0).reshape(1)
+        keys, _ = SelectedFeatures(stacked, picked)[(0, ("input", 1, 0))]
+        return pin_first_frames(x, FRAMES, states.index_select(0, picked)[0]), keys, index
+
+    assert_one_graph(replay_call, batch, torch.tensor(sigma), torch.tensor(2), torch.tensor(-1))

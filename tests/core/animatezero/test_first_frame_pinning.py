@@ -13,8 +13,8 @@ import torch
 from pix2gif_core.diffusion.ddim_inversion import ddim_invert
 from pix2gif_core.errors import Pix2GifInputError
 from pix2gif_core.animatezero.first_frame_pinning import (FirstFrameTrajectory, PinnedEvaluation, TrajectoryRecorder,
-                                              TrajectoryReplay, check_latent_size, inverted_trajectory,
-                                              pin_first_frames)
+                                                          check_latent_size, inverted_trajectory, pin_first_frames)
+from pix2gif_core.animatezero.trajectory_replay import TrajectoryReplay
 from pix2gif_core.diffusion.noise_schedule import betas, sigmas_from_betas
 
 MEAN, STD = 0.3, 0.5
@@ -84,12 +84,14 @@ def pinned_video_model(replay: TrajectoryReplay, seen: list | None = None):
     """A video model whose frame 0 follows ``replay`` (input and output pinned), other frames denoised alone."""
 
     def model(x, sigma):
-        evaluation = replay.evaluation_at(sigma)
+        index = replay.select(torch.tensor(sigma))
+        position = replay.read(index)
         if seen is not None:
-            seen.append(replay.departs(x[:1], evaluation))
-        pinned = pin_first_frames(x, FRAMES, evaluation.state)
+            seen.append(replay.departs(x[:1], position))
+        state, recorded_denoised = replay.latents_at(index)
+        pinned = pin_first_frames(x, FRAMES, state)
         denoised = pin_first_frames(gaussian_denoiser(pinned, torch.full((FRAMES,), sigma, dtype=x.dtype)), FRAMES,
-                                    evaluation.denoised)
+                                    recorded_denoised)
         replay.evaluation_done()
         return denoised
 
@@ -136,75 +138,12 @@ def test_inverted_first_frame_ends_on_the_image_from_any_start_noise(sampler):
     assert not any(departures), "an inverted trajectory starts from the video's own noise by design"
 
 
-def fake_trajectory(levels: list[float], origin: str = "generated") -> FirstFrameTrajectory:
-    evaluations = tuple(PinnedEvaluation(level, torch.full(SHAPE, float(i)), torch.full(SHAPE, -float(i)))
-                        for i, level in enumerate(levels))
-    schedule_levels = tuple(sorted(set(levels), reverse=True)) + (0.0,)
-    return FirstFrameTrajectory(schedule_levels, evaluations, origin, "3 steps, sampler heun", NOISE_RANGE)
-
-
-def replayed(replay: TrajectoryReplay, levels: list[float]) -> list[int]:
-    indices = []
-    for level in levels:
-        indices.append(int(replay.evaluation_at(level).state.flatten()[0]))
-        assert int(replay.evaluation_at(level).state.flatten()[0]) == indices[-1], "cond and uncond calls agree"
-        replay.evaluation_done()
-    return indices
-
-
-HEUN = [9.0, 3.0, 3.0, 1.0, 1.0]  # Heun over 9 → 3 → 1 → 0: the predictor evaluates each next level first
-
-
-def test_replay_follows_the_recorded_order_and_restarts():
-    replay = TrajectoryReplay(fake_trajectory(HEUN))
-    assert replayed(replay, HEUN) == [0, 1, 2, 3, 4]
-    assert replayed(replay, HEUN[:3]) == [0, 1, 2], "the highest level again starts a new run"
-    assert replayed(replay, HEUN) == [0, 1, 2, 3, 4], "an interrupted run restarts too"
-
-
-def test_replay_of_a_heun_trajectory_by_euler_and_of_one_level_per_step_by_heun():
-    assert replayed(TrajectoryReplay(fake_trajectory(HEUN)), [9.0, 3.0, 1.0]) == [0, 1, 3]
-    assert replayed(TrajectoryReplay(fake_trajectory([9.0, 3.0, 1.0], "inverted")), HEUN) == [0, 1, 1, 2, 2]
-
-
-@pytest.mark.parametrize("levels", [[9.0, 1.0], [9.0, 3.0, 2.0]])
-def test_replay_refuses_skipped_or_unknown_levels(levels):
-    replay = TrajectoryReplay(fake_trajectory([9.0, 3.0, 1.0]))
-    with pytest.raises(Pix2GifInputError, match=r"3 steps, sampler heun.*same steps, scheduler, sampler and denoise"):
-        replayed(replay, levels)
-
-
-def test_replay_must_start_at_the_highest_level():
-    with pytest.raises(Pix2GifInputError, match="expects σ=9"):
-        TrajectoryReplay(fake_trajectory([9.0, 3.0, 1.0])).evaluation_at(3.0)
-
-
-def test_schedule_check_names_both_step_counts():
-    replay = TrajectoryReplay(fake_trajectory([9.0, 3.0, 1.0]))
-    replay.check_schedule(torch.tensor([9.0, 3.0, 1.0, 0.0]))
-    with pytest.raises(Pix2GifInputError, match=r"over 3 steps but the video pass samples 2.*made with 3 steps"):
-        replay.check_schedule(torch.tensor([9.0, 1.0, 0.0]))
-
-
-def test_departure_is_reported_once_per_run_and_never_for_inverted_trajectories():
-    replay = TrajectoryReplay(fake_trajectory([9.0, 3.0]))
-    evaluation = replay.evaluation_at(9.0)
-    assert not replay.departs(evaluation.state.expand(2, -1, -1, -1), evaluation)
-    assert replay.departs(evaluation.state + 1e-2, evaluation)
-    assert not replay.departs(evaluation.state + 1.0, evaluation), "once per run"
-    replay.evaluation_done()
-    replay.evaluation_done()
-    evaluation = replay.evaluation_at(9.0)  # a new run
-    assert replay.departs(evaluation.state + 1e-2, evaluation)
-    inverted = TrajectoryReplay(fake_trajectory([9.0, 3.0], "inverted"))
-    evaluation = inverted.evaluation_at(9.0)
-    assert not inverted.departs(evaluation.state + 1.0, evaluation)
-
-
 def test_latent_size_check_names_both_sizes_in_pixels():
-    check_latent_size(fake_trajectory([9.0]), SHAPE[1:])
+    trajectory = FirstFrameTrajectory((9.0, 0.0), (PinnedEvaluation(9.0, torch.zeros(SHAPE), torch.zeros(SHAPE)),),
+                                      "generated", "", NOISE_RANGE)
+    check_latent_size(trajectory, SHAPE[1:])
     with pytest.raises(Pix2GifInputError, match=r"first frame is 24×24 px .* video latent is 64×32 px"):
-        check_latent_size(fake_trajectory([9.0]), (4, 4, 8))
+        check_latent_size(trajectory, (4, 4, 8))
 
 
 @pytest.mark.parametrize("state,denoised", [(torch.zeros(2, 4, 3, 3), torch.zeros(2, 4, 3, 3)),
@@ -219,28 +158,3 @@ def test_trajectory_holds_one_latent_per_evaluation(state, denoised):
 def test_recorder_refuses_a_batch():
     with pytest.raises(Pix2GifInputError, match="batch of 2"):
         TrajectoryRecorder().record(torch.ones(2), torch.zeros(2, 4, 3, 3), torch.zeros(2, 4, 3, 3))
-
-
-def test_a_checked_schedule_is_not_read_again_in_its_run():
-    """The sampler hands every call of a run the same schedule tensor: read (and checked) once; a new tensor is
-    checked again."""
-    replay = TrajectoryReplay(fake_trajectory([9.0, 3.0, 1.0]))
-    schedule = torch.tensor([9.0, 3.0, 1.0, 0.0])
-    replay.check_schedule(schedule)
-    schedule[1] = 5.0  # an in-place change is invisible without reading: the run's tensor is trusted
-    replay.check_schedule(schedule)
-    with pytest.raises(Pix2GifInputError, match="step 1"):
-        replay.check_schedule(schedule.clone())
-
-
-@pytest.mark.parametrize(("leaves_at", "reported"), [(0, True), (1, True), (2, False)])
-def test_departures_are_looked_for_in_the_first_evaluations_of_a_run_only(leaves_at, reported):
-    """Frame 1 leaves the trajectory at evaluation ``leaves_at`` and stays off it: seen in the run's first two
-    evaluations (other start noise, an ancestral sampler's first fresh noise), not read later."""
-    replay = TrajectoryReplay(fake_trajectory([9.0, 3.0, 1.0]))
-    seen = []
-    for index, sigma in enumerate((9.0, 3.0, 1.0)):
-        evaluation = replay.evaluation_at(sigma)
-        seen.append(replay.departs(evaluation.state + (1.0 if index >= leaves_at else 0.0), evaluation))
-        replay.evaluation_done()
-    assert seen == [reported and index == leaves_at for index in range(3)]
