@@ -45,7 +45,7 @@ def run(host: comfy_host.Host, path: Path, workdir: Path, tiny_models: bool = Fa
         workflow.use_tiny_models(prompt, workdir / "animatediff_models")
         folder_paths.add_model_folder_path("animatediff_models", str(workdir / "animatediff_models"))
     if models:
-        for folder in ("checkpoints", "animatediff_models"):
+        for folder in ("checkpoints", "animatediff_models", "sams"):
             folder_paths.add_model_folder_path(folder, str(models / folder))
     return host.run(prompt, {"extra_pnginfo": {"workflow": workflow.load(path)}})
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="0.3.75", help="2024-03, 0.3.75, 0.33.0, or a path to a ComfyUI tree")
     parser.add_argument("--out", type=Path, default=Path("output"))
     parser.add_argument("--tiny-models", action="store_true")
-    parser.add_argument("--models", type=Path, help="folder with checkpoints/ and animatediff_models/")
+    parser.add_argument("--models", type=Path, help="folder with checkpoints/, animatediff_models/ and sams/")
     args = parser.parse_args(argv)
 
     host, workdir = start_host(args.host)
