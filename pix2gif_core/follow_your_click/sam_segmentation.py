@@ -36,7 +36,10 @@ BEST = -1
 
 
 class Prompts(Protocol):
-    """A model family's pre- and post-processing: model inputs for an image and clicks, and the mask logits."""
+    """A model family's pre- and post-processing. ``model_inputs``: the model's tensors for an image ``(H, W, 3)``
+    uint8 and its clicks (``pixel_values`` ``(1, 3, S, S)``, ``input_points`` ``(1, 1, N, 2)`` in input pixels,
+    ``input_labels`` ``(1, 1, N)``) and a context for ``mask_logits``, which turns ``pred_masks`` ``(1, 1, M, h, w)``
+    into ``(M, H, W)`` logits at the image's size."""
 
     def model_inputs(self, image: np.ndarray, clicks: Clicks) -> tuple[dict[str, torch.Tensor], object]: ...
 
@@ -70,7 +73,9 @@ class SamSegmenter:
     name: str
 
 
-def _sam_prompts(folder: str | None, image_size: int) -> SamPrompts:
+def sam_prompts(folder: str | None, image_size: int) -> SamPrompts:
+    """SAM's processor: the folder's ``preprocessor_config.json`` if there is one, else longest edge resized to
+    ``image_size`` pixels and padded square."""
     from transformers import SamProcessor
     from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
@@ -78,6 +83,19 @@ def _sam_prompts(folder: str | None, image_size: int) -> SamPrompts:
         return SamPrompts(SamProcessor(SamImageProcessorPil.from_pretrained(folder)))
     return SamPrompts(SamProcessor(SamImageProcessorPil(size={"longest_edge": image_size},
                                                         pad_size={"height": image_size, "width": image_size})))
+
+
+def _from_pretrained(model_class, folder: str, name: str) -> torch.nn.Module:
+    """``model_class`` from the folder's safetensors, eval mode; a folder whose weights lack tensors of its
+    config's model (transformers would initialise them randomly) or hold them in other shapes is refused."""
+    model, info = model_class.from_pretrained(folder, use_safetensors=True, output_loading_info=True)
+    problems = [*info.get("missing_keys", []), *(str(key[0]) if isinstance(key, tuple) else str(key)
+                                                 for key in info.get("mismatched_keys", []))]
+    if problems:
+        raise Pix2GifInputError(f"'{name}' does not hold the weights its config.json describes (missing or other "
+                                f"shapes: {', '.join(sorted(problems)[:5])}); the download is incomplete or damaged: "
+                                "download it again")
+    return model.eval()
 
 
 def _load_folder(folder: str, name: str) -> SamSegmenter:
@@ -91,15 +109,15 @@ def _load_folder(folder: str, name: str) -> SamSegmenter:
     if model_type == SAM_MODEL_TYPE:
         from transformers import SamModel
 
-        model = SamModel.from_pretrained(folder, use_safetensors=True).eval()
-        return SamSegmenter(model, _sam_prompts(folder, int(model.config.vision_config.image_size)), name)
+        model = _from_pretrained(SamModel, folder, name)
+        return SamSegmenter(model, sam_prompts(folder, int(model.config.vision_config.image_size)), name)
     if model_type in SAM2_MODEL_TYPES:
         try:
             from transformers import Sam2Model
         except ImportError:
             raise Pix2GifInputError(f"'{name}' is a SAM 2 model; the installed transformers has no Sam2Model: "
                                     "update it (pip install -U transformers) or use a SAM model") from None
-        model = Sam2Model.from_pretrained(folder, use_safetensors=True).eval()
+        model = _from_pretrained(Sam2Model, folder, name)
         return SamSegmenter(model, Sam2Prompts(int(model.config.prompt_encoder_config.image_size)), name)
     family = OTHER_FAMILIES.get(model_type, f"model_type '{model_type}'")
     raise Pix2GifInputError(
@@ -114,7 +132,7 @@ def load_sam(path: str) -> SamSegmenter:
     if os.path.isdir(path):
         return _load_folder(path, name)
     model = load_original_sam(path)
-    return SamSegmenter(model, _sam_prompts(None, int(model.config.vision_config.image_size)), name)
+    return SamSegmenter(model, sam_prompts(None, int(model.config.vision_config.image_size)), name)
 
 
 def segment(segmenter: SamSegmenter, image: np.ndarray, clicks: Clicks, *, mask_index: int = BEST) -> torch.Tensor:

@@ -56,7 +56,7 @@ TINY_STEPS = 4
 TINY_MOTION_FILE = "tiny_v3.safetensors"
 TINY_PIX2GIF_FILE = "tiny_pix2gif.ckpt"
 TINY_EMBEDDINGS_FILE = "tiny_v3_motion.safetensors"
-TINY_SAM_FOLDER = "tiny_sam"
+TINY_SAM_FOLDER = "tiny_workflow_sam"
 #: random tiny SAMs draw speckled masks; with this seed the bundled clicks on the sample image leave a third of its
 #: latent cells outside the mask (seeds 0, 2, 3 and 5 cover every cell)
 TINY_SAM_SEED = 4

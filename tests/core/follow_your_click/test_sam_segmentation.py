@@ -20,39 +20,28 @@ sam_models = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sam_models)
 
 
+IMAGE = sam_models.two_objects_image()
+CLICKS = "[[18, 20, 1], [58, 26, 0]]"
+
+
 @pytest.fixture(scope="module")
 def sam_folder(tmp_path_factory):
     return sam_models.write_tiny_sam(tmp_path_factory.mktemp("sams") / "tiny_sam")
 
 
-def reference_logits(folder, image, points, labels):
-    """transformers' documented SAM usage, with the processor sized for the model's 64-px input."""
-    from transformers import SamModel, SamProcessor
-    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
-
-    model = SamModel.from_pretrained(folder).eval()
-    processor = SamProcessor(SamImageProcessorPil(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}))
-    inputs = processor(images=image, input_points=[[points]], input_labels=[[labels]], return_tensors="pt")
-    with torch.no_grad():
-        out = model(pixel_values=inputs["pixel_values"], input_points=inputs["input_points"],
-                    input_labels=inputs["input_labels"], multimask_output=True)
-    masks = processor.post_process_masks(out.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"],
-                                         binarize=False)
-    return masks[0][0], out.iou_scores[0, 0]
-
-
-def test_mask_follows_transformers_pipeline(sam_folder):
-    image = sam_models.two_objects_image()
-    points, labels = [[18, 20], [58, 26]], [1, 0]
-    logits, scores = reference_logits(sam_folder, image, points, labels)
-    segmenter = load_sam(str(sam_folder))
-    clicks = parse_clicks("[[18, 20, 1], [58, 26, 0]]", 80, 48)
-    best = segment(segmenter, image, clicks)
+def assert_masks_follow(segmenter, clicks, logits, scores):
+    """``segment`` gives the reference's thresholded logits: the best-IoU mask by default, each index on request."""
+    best = segment(segmenter, IMAGE, clicks)
     assert best.shape == (48, 80)
     assert torch.equal(best, (logits[int(scores.argmax())] > 0).float())
     for index in range(3):
-        assert torch.equal(segment(segmenter, image, clicks, mask_index=index), (logits[index] > 0).float())
+        assert torch.equal(segment(segmenter, IMAGE, clicks, mask_index=index), (logits[index] > 0).float())
     assert 0 < best.mean() < 1, "a non-degenerate mask (the comparison above means something)"
+
+
+def test_mask_follows_transformers_pipeline(sam_folder):
+    logits, scores = sam_models.transformers_sam_logits(sam_folder, IMAGE, [[18, 20], [58, 26]], [1, 0])
+    assert_masks_follow(load_sam(str(sam_folder)), parse_clicks(CLICKS, 80, 48), logits, scores)
 
 
 def test_other_family_and_non_sam_folders_are_refused(tmp_path):
@@ -63,6 +52,15 @@ def test_other_family_and_non_sam_folders_are_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(Pix2GifInputError, match="'empty' is not a Segment-Anything folder"):
         load_sam(str(tmp_path / "empty"))
+
+
+def test_hf_folder_with_missing_weights_is_refused_by_name(tmp_path):
+    folder = sam_models.write_tiny_sam(tmp_path / "sam_cut")
+    weights = safetensors.torch.load_file(str(folder / "model.safetensors"))
+    del weights["mask_decoder.iou_token.weight"]
+    safetensors.torch.save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(Pix2GifInputError, match=r"'sam_cut' does not hold the weights .*mask_decoder.iou_token"):
+        load_sam(str(folder))
 
 
 def test_dilation_grows_by_pixels_and_feather_softens_only_the_edge():
@@ -81,9 +79,6 @@ def test_dilation_grows_by_pixels_and_feather_softens_only_the_edge():
     reference = F.conv2d(F.pad(mask[None, None], (4, 4, 4, 4), mode="replicate"), kernel2d[None, None])[0, 0]
     torch.testing.assert_close(soft, reference)
 
-
-IMAGE = sam_models.two_objects_image()
-CLICKS = "[[18, 20, 1], [58, 26, 0]]"
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
@@ -162,35 +157,7 @@ def test_weight_file_of_another_family_is_refused_by_name(tmp_path, file_name, k
         load_sam(str(path))
 
 
-def sam2_reference_logits(folder, image, points, labels):
-    """Sam2Model with the official SAM 2 transforms (sam2/utils/transforms.py): ToTensor, Resize((S, S)),
-    Normalize(ImageNet), points × S / (W, H); logits upsampled bilinearly to the image."""
-    from transformers import Sam2Model
-
-    model = Sam2Model.from_pretrained(folder).eval()
-    size = model.config.prompt_encoder_config.image_size
-    height, width = image.shape[:2]
-    tensor = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1) / 255.0
-    resized = F.interpolate(tensor.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False,
-                            antialias=True)
-    normalized = (resized - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor(
-        [0.229, 0.224, 0.225])[:, None, None]
-    coords = torch.tensor([[x * size / width, y * size / height] for x, y in points])
-    with torch.no_grad():
-        out = model(pixel_values=normalized, input_points=coords.view(1, 1, -1, 2),
-                    input_labels=torch.tensor(labels).view(1, 1, -1), multimask_output=True)
-    logits = F.interpolate(out.pred_masks[0], size=(height, width), mode="bilinear", align_corners=False)[0]
-    return logits, out.iou_scores[0, 0]
-
-
 def test_sam2_mask_follows_sam2_model_and_its_transforms(tmp_path):
     folder = sam_models.write_tiny_sam2(tmp_path / "tiny_sam2")
-    logits, scores = sam2_reference_logits(folder, IMAGE, [[18, 20], [58, 26]], [1, 0])
-    segmenter = load_sam(str(folder))
-    clicks = parse_clicks(CLICKS, 80, 48)
-    best = segment(segmenter, IMAGE, clicks)
-    assert best.shape == (48, 80)
-    assert torch.equal(best, (logits[int(scores.argmax())] > 0).float())
-    for index in range(3):
-        assert torch.equal(segment(segmenter, IMAGE, clicks, mask_index=index), (logits[index] > 0).float())
-    assert 0 < best.mean() < 1, "a non-degenerate mask (the comparison above means something)"
+    logits, scores = sam_models.sam2_reference_logits(folder, IMAGE, [[18, 20], [58, 26]], [1, 0])
+    assert_masks_follow(load_sam(str(folder)), parse_clicks(CLICKS, 80, 48), logits, scores)
