@@ -161,3 +161,15 @@ def test_sam2_mask_follows_sam2_model_and_its_transforms(tmp_path):
     folder = sam_models.write_tiny_sam2(tmp_path / "tiny_sam2")
     logits, scores = sam_models.sam2_reference_logits(folder, IMAGE, [[18, 20], [58, 26]], [1, 0])
     assert_masks_follow(load_sam(str(folder)), parse_clicks(CLICKS, 80, 48), logits, scores)
+
+
+def test_sam2_video_folder_runs_its_image_model(tmp_path):
+    """The facebook/sam2*-hiera-* downloads are Sam2VideoModel folders: their image model (every Sam2Model tensor,
+    none initialised anew) gives the SAM 2 reference's masks."""
+    folder = sam_models.write_tiny_sam2_video(tmp_path / "sam2.1-hiera-tiny")
+    segmenter = load_sam(str(folder))
+    stored = safetensors.torch.load_file(str(folder / "model.safetensors"))
+    loaded = segmenter.model.state_dict()
+    assert all(torch.equal(loaded[key], stored[key]) for key in loaded)
+    logits, scores = sam_models.sam2_reference_logits(folder, IMAGE, [[18, 20], [58, 26]], [1, 0])
+    assert_masks_follow(segmenter, parse_clicks(CLICKS, 80, 48), logits, scores)
