@@ -1,7 +1,8 @@
 """Nodes: Follow-Your-Click with public weights (methods.md §5) – clicks → Segment-Anything mask, and the patch
 that confines a motion-patched MODEL's movement to that mask.
 
-- *Load SAM Model* reads a Segment-Anything folder (Hugging Face layout) from ``models/sams``;
+- *Load SAM Model* reads a Segment-Anything model from ``models/sams``: an original ``sam_vit_*`` checkpoint file or a
+  Hugging Face folder of SAM or SAM 2;
 - *Click Mask* turns clicks (JSON ``[[x, y, 1], [x, y, 0]]`` in image pixels, the click picker's widget) and an
   IMAGE into a MASK (best-scoring multimask output, optional dilation and feather); its ui ``images`` is the first
   image with its mask over it (a temp PNG), which the picker (js/click_picker.js) shows under the clicks;
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from ..pix2gif_core.animatezero.first_frame_pinning import pin_first_frames
+from ..pix2gif_core.errors import Pix2GifInputError
 from ..pix2gif_core.follow_your_click.click_points import parse_clicks
 from ..pix2gif_core.follow_your_click.mask_overlay import mask_overlay
 from ..pix2gif_core.follow_your_click.regional_confinement import CONFINEMENTS, confine, latent_region, shared_noise
@@ -41,12 +43,15 @@ NOISE_WRAPPER_KEY = "pix2gif_regional_motion"
 OVERLAY_PREFIX = "pix2gif_click_mask"
 
 
-def _sam_folders() -> list[str]:
-    """Sub-folders of ``models/sams`` that hold a ``config.json`` (Hugging Face layout), sorted."""
+def _sam_choices() -> list[str]:
+    """What ``models/sams`` holds, sorted: sub-folders with a ``config.json`` (Hugging Face layout) and weight files
+    outside such folders (original ``sam_vit_*.pth`` checkpoints, their ``.safetensors`` conversions)."""
     found = set()
     for root in model_folders.folders(SAMS):
         if os.path.isdir(root):
             found.update(name for name in os.listdir(root) if os.path.isfile(os.path.join(root, name, "config.json")))
+    folders = set(found)
+    found.update(name for name in model_folders.files(SAMS) if Path(name).parts[0] not in folders)
     return sorted(found)
 
 
@@ -55,23 +60,26 @@ def _sam_path(name: str) -> str | None:
         path = os.path.join(root, name)
         if os.path.isfile(os.path.join(path, "config.json")):
             return path
-    return None
+    return model_folders.full_path(SAMS, name)
 
 
 def _missing_sam_message() -> str:
     where = " or ".join(model_folders.folders(SAMS))
-    return (f"no Segment-Anything model found. Download one in the Hugging Face layout (e.g. facebook/sam-vit-base: "
-            f"config.json + model.safetensors) into its own folder in {where} and press Refresh")
+    return (f"no Segment-Anything model found. Put an original checkpoint (sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth "
+            f"or sam_vit_h_4b8939.pth) or a Hugging Face SAM / SAM 2 download in its own folder (e.g. "
+            f"facebook/sam-vit-base: config.json + model.safetensors) into {where} and press Refresh")
 
 
 class LoadSamModel:
     TITLE = "Load SAM Model"
-    DESCRIPTION = ("Loads a Segment-Anything model (ViT-B/L/H) from a folder in models/sams in the Hugging Face "
-                   "layout (config.json + model.safetensors), run through transformers.")
+    DESCRIPTION = ("Loads a Segment-Anything model from models/sams, run through transformers: an original "
+                   "checkpoint (sam_vit_b/l/h .pth or a .safetensors conversion; the ViT size is read from the file) "
+                   "or a Hugging Face folder (config.json + model.safetensors) of SAM or SAM 2.")
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"sam_name": (_sam_folders(), {"tooltip": "Folder in models/sams"})}}
+        return {"required": {"sam_name": (_sam_choices(), {"tooltip": "A sam_vit_*.pth file or a Hugging Face "
+                                                                      "SAM / SAM 2 folder in models/sams"})}}
 
     RETURN_TYPES = (SAM_TYPE,)
     RETURN_NAMES = ("sam",)
@@ -81,14 +89,16 @@ class LoadSamModel:
     @classmethod
     def VALIDATE_INPUTS(cls, sam_name):
         return model_folders.choice_error(SAMS, sam_name, "sam_name", cls.TITLE, _missing_sam_message,
-                                          available=_sam_folders()) or True
+                                          available=_sam_choices()) or True
 
     def load(self, sam_name):
         path = _sam_path(sam_name)
         if path is None:
             raise input_error(self.TITLE, _missing_sam_message())
-        with reported_as(self.TITLE):
+        try:
             segmenter = load_sam(path)
+        except Pix2GifInputError as error:
+            raise input_error(self.TITLE, f"sam_name: {error}") from None
         return (segmenter,)
 
 

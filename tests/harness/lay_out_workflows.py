@@ -18,7 +18,7 @@ WIDTH = 380
 #: extra height the front end gives a node for what it shows besides sockets and one-line widgets
 TALL_WIDGETS = {"CLIPTextEncode": 90, "Pix2Gif_Pix2GifSampler": 90, "Pix2Gif_SaveAnimation": 280,
                 "PreviewImage": 280, "LoadImage": 300, "Pix2Gif_MeasureMotion": 80,
-                "Pix2Gif_TrainMotionEmbeddings": 80}
+                "Pix2Gif_TrainMotionEmbeddings": 80, "Pix2Gif_ClickMask": 260}
 STAGES = {  # node type → its stage; a column's group is named after the stages of its nodes
     "CheckpointLoaderSimple": "Models", "Pix2Gif_LoadMotionModel": "Models", "Pix2Gif_LoadPix2GifModel": "Models",
     "Pix2Gif_LoadMotionEmbeddings": "Models", "LoadImage": "Input image", "ImageScale": "Input image",
@@ -29,7 +29,9 @@ STAGES = {  # node type → its stage; a column's group is named after the stage
     "Pix2Gif_MotionNoisePrior": "Noise prior", "Pix2Gif_TrainMotionEmbeddings": "Training",
     "Pix2Gif_GifSampler": "Sampling", "Pix2Gif_Pix2GifSampler": "Sampling", "VAEDecode": "Decode",
     "Pix2Gif_SaveAnimation": "Output", "PreviewImage": "Output", "Pix2Gif_MeasureMotion": "Output",
-    "Pix2Gif_SaveMotionEmbeddings": "Output", "Pix2Gif_LoadFollowYourClickModel": "Models",
+    "Pix2Gif_SaveMotionEmbeddings": "Output", "Pix2Gif_LoadSamModel": "Models", "Pix2Gif_ClickMask": "Click → mask",
+    "MaskToImage": "Mask to video size", "ImageToMask": "Mask to video size", "Pix2Gif_RegionalMotion": "Regional motion",
+    "Pix2Gif_LoadFollowYourClickModel": "Models",
     "Pix2Gif_FollowYourClickConditioning": "Conditioning",
     "Pix2Gif_LoadI2VGenXLModel": "Models", "CLIPLoader": "Models", "CLIPVisionLoader": "Models",
     "VAELoader": "Models",
@@ -45,6 +47,8 @@ MODELS = {
     "Pix2Gif_LoadMotionModel": ("animatediff_models", {
         "mm_sd_v15_v2.ckpt": "https://huggingface.co/guoyww/animatediff/resolve/main/mm_sd_v15_v2.ckpt",
         "v3_sd15_mm.ckpt": "https://huggingface.co/guoyww/animatediff/resolve/main/v3_sd15_mm.ckpt"}),
+    "Pix2Gif_LoadSamModel": ("sams", {
+        "sam_vit_b_01ec64.pth": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"}),
 }
 SAMPLE_IMAGE = ("Copy workflows/assets/sample_landscape.png from the pack into ComfyUI's input/ folder (or pick your "
                 "own image in Load Image).")
@@ -77,6 +81,15 @@ NOTES = {
         "it; the GIF's first frame is the photo as the VAE reproduces it.\n\nFiles: an SD1.5 checkpoint, an "
         "AnimateDiff motion module. " + SAMPLE_IMAGE + "\nChange: the prompt describing the photo. Keep steps, "
         "sampler, scheduler and denoise the same in Invert Image and the GIF Sampler.",
+    "follow_your_click_regional.json":
+        "Follow-Your-Click with public weights: click on the photo → Segment Anything makes a mask → only that "
+        "region moves. Click on the image in Click Mask (click: object, shift/right-click: background, drag: move); "
+        "after a run the node shows the mask over the photo. The mask is scaled to the video size; AnimateZero + "
+        "AnimateDiff animate the photo (its DDIM inversion pins frame 1) and Regional Motion keeps every frame "
+        "equal to frame 1 outside the mask, so here the sky drifts while the house and hills stay still.\n\n"
+        "Files: an SD1.5 checkpoint, an AnimateDiff motion module, sam_vit_b_01ec64.pth (or sam_vit_l / sam_vit_h, "
+        "or a Hugging Face SAM / SAM 2 folder) in models/sams. " + SAMPLE_IMAGE + "\nChange: the clicks, the "
+        "prompt saying how the region moves, Click Mask's dilation, Regional Motion's strength (0 = still).",
     "motion_inversion_train.json":
         "Motion Inversion, training: a reference clip (here the bundled landscape zooming in, made by Motion "
         "Preview; connect any IMAGE batch) + a prompt describing it → 400 steps of motion-embedding training → "

@@ -24,8 +24,8 @@ import workflow  # noqa: E402
 
 ASSETS_DIR = comfy_host.REPO_ROOT / "workflows" / "assets"
 #: the model folders ``--models DIR`` may hold (``DIR/<folder>/``), as ComfyUI names them
-MODEL_FOLDERS = ("checkpoints", "animatediff_models", "diffusion_models", "unet", "text_encoders", "clip",
-                 "clip_vision", "vae")
+MODEL_FOLDERS = ("checkpoints", "animatediff_models", "sams", "follow_your_click", "diffusion_models", "unet",
+                 "text_encoders", "clip", "clip_vision", "vae")
 
 
 def install_workflow_assets() -> None:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="0.3.75", help="2024-03, 0.3.75, 0.33.0, or a path to a ComfyUI tree")
     parser.add_argument("--out", type=Path, default=Path("output"))
     parser.add_argument("--tiny-models", action="store_true")
-    parser.add_argument("--models", type=Path, help="folder with checkpoints/, animatediff_models/, …")
+    parser.add_argument("--models", type=Path, help="folder with checkpoints/, animatediff_models/, sams/, …")
     args = parser.parse_args(argv)
 
     host, workdir = start_host(args.host)

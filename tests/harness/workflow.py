@@ -57,6 +57,10 @@ TINY_MOTION_FILE = "tiny_v3.safetensors"
 TINY_PIX2GIF_FILE = "tiny_pix2gif.ckpt"
 TINY_EMBEDDINGS_FILE = "tiny_v3_motion.safetensors"
 TINY_FOLLOW_YOUR_CLICK_FILE = "tiny_follow_your_click.safetensors"
+TINY_SAM_FOLDER = "tiny_workflow_sam"
+#: random tiny SAMs draw speckled masks; with this seed the bundled clicks on the sample image leave a third of its
+#: latent cells outside the mask (seeds 0, 2, 3 and 5 cover every cell)
+TINY_SAM_SEED = 4
 #: motion modules of the tiny v3 motion model (tests/fixtures/motion_checkpoints.py) that tiny embeddings use → C
 TINY_EMBEDDING_MODULES = {"down_blocks.2.motion_modules.1": 128, "up_blocks.1.motion_modules.0": 128}
 EMBEDDING_NODES = ("Pix2Gif_LoadMotionEmbeddings", "Pix2Gif_SaveMotionEmbeddings", "Pix2Gif_TrainMotionEmbeddings")
@@ -91,8 +95,10 @@ def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
     """Swap real model loaders for the tiny test models and shrink sizes/steps so ``prompt`` runs on a CPU.
 
     A Pix2Gif checkpoint name becomes a tiny Pix2Gif file written next to ``motion_dir`` (in ``checkpoints/``,
-    registered with the host), a Follow-Your-Click one a tiny file in the official layout (``follow_your_click/``); motion embeddings are read from and saved to ``motion_embeddings/`` next to it,
-    where a motion-embeddings file name becomes tiny random embeddings for the tiny motion model. Needs the
+    registered with the host), a Follow-Your-Click one a tiny file in the official layout (``follow_your_click/``),
+    a SAM name a tiny random SAM folder (``sams/``); motion embeddings are read from and saved to
+    ``motion_embeddings/`` next to it, where a motion-embeddings file name becomes tiny random embeddings for the
+    tiny motion model. Needs the
     test-only custom nodes (tests/harness/custom_nodes) loaded and the repository root on sys.path.
     The I2VGen-XL loaders get tiny parts (:func:`_use_tiny_i2vgen_xl`).
     """
@@ -110,6 +116,8 @@ def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
             inputs["ckpt_name"] = _tiny_pix2gif_file(motion_dir.parent / "checkpoints")
         elif node["class_type"] == "Pix2Gif_LoadFollowYourClickModel":
             inputs["ckpt_name"] = _tiny_follow_your_click_file(motion_dir.parent / "follow_your_click")
+        elif node["class_type"] == "Pix2Gif_LoadSamModel":
+            inputs["sam_name"] = _tiny_sam_folder(motion_dir.parent / "sams")
         if node["class_type"] in EMBEDDING_NODES:
             use_embeddings_folder(motion_dir.parent / "motion_embeddings")
         if node["class_type"] == "Pix2Gif_LoadMotionEmbeddings":
@@ -151,6 +159,18 @@ def _tiny_follow_your_click_file(folder: Path) -> str:
     if str(folder) not in folder_paths.get_folder_paths("follow_your_click"):
         folder_paths.add_model_folder_path("follow_your_click", str(folder))
     return TINY_FOLLOW_YOUR_CLICK_FILE
+
+
+def _tiny_sam_folder(root: Path) -> str:
+    """Write (once per folder) a tiny random SAM in the Hugging Face layout into ``root``, registered as a sams
+    folder."""
+    import folder_paths
+
+    if not (root / TINY_SAM_FOLDER / "config.json").is_file():
+        _fixture("sam_models").write_tiny_sam(root / TINY_SAM_FOLDER, seed=TINY_SAM_SEED)
+    if str(root) not in folder_paths.get_folder_paths("sams"):
+        folder_paths.add_model_folder_path("sams", str(root))
+    return TINY_SAM_FOLDER
 
 
 def tiny_motion_embeddings(seed: int = 0, *, frames: int = 16, version: str = "v3", scale: float = 0.5,

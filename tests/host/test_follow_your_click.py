@@ -49,36 +49,20 @@ def input_images(host) -> None:
 
 
 def click_prompt(sam_name: str, points: str) -> dict:
-    return {"image": {"class_type": "LoadImage", "inputs": {"image": OBJECTS_IMAGE}},
-            "sam": {"class_type": "Pix2Gif_LoadSamModel", "inputs": {"sam_name": sam_name}},
-            "click": {"class_type": "Pix2Gif_ClickMask",
-                      "inputs": {"sam": ["sam", 0], "image": ["image", 0], "points": points,
-                                 "mask_choice": "best score", "dilation": 0, "feather": 0}},
-            "as_image": {"class_type": "MaskToImage", "inputs": {"mask": ["click", 0]}},
-            "capture": {"class_type": "Pix2GifTest_CaptureImage", "inputs": {"images": ["as_image", 0],
-                                                                             "key": "mask"}}}
+    return sam_models.click_mask_prompt(sam_name, OBJECTS_IMAGE, points)
 
 
 def test_click_mask_is_transformers_sam_mask(host, test_nodes, sam_name, input_images):
     import folder_paths
-    from transformers import SamModel, SamProcessor
-    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
     result = host.run(click_prompt(sam_name, "[[18, 20, 1], [58, 26, 0]]"))
     assert result.success, result.error or result.validation_error
     mask = test_nodes.CAPTURED["mask"][0, ..., 0]
     folder = Path(folder_paths.get_folder_paths("sams")[-1]) / sam_name
-    model = SamModel.from_pretrained(folder).eval()
-    processor = SamProcessor(SamImageProcessorPil(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}))
-    inputs = processor(images=sam_models.two_objects_image(), input_points=[[[[18, 20], [58, 26]]]],
-                       input_labels=[[[1, 0]]], return_tensors="pt")
-    with torch.no_grad():
-        out = model(pixel_values=inputs["pixel_values"], input_points=inputs["input_points"],
-                    input_labels=inputs["input_labels"], multimask_output=True)
-    logits = processor.post_process_masks(out.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"],
-                                          binarize=False)[0][0]
+    logits, scores = sam_models.transformers_sam_logits(folder, sam_models.two_objects_image(), [[18, 20], [58, 26]],
+                                                        [1, 0])
     assert mask.shape == (48, 80)
-    assert torch.equal(mask, (logits[int(out.iou_scores[0, 0].argmax())] > 0).float())
+    assert torch.equal(mask, (logits[int(scores.argmax())] > 0).float())
 
 
 def test_click_mask_previews_its_mask_over_the_image(host, test_nodes, sam_name, input_images):

@@ -12,8 +12,9 @@ WORKFLOWS = Path(__file__).resolve().parent.parent.parent / "workflows"
 GIF_PSNR_BOUND_DB = 24.0  # random-weight frames are noise-like: a hard case for a 256-colour palette
 
 
-def run_workflow(host, name: str, tmp_path: Path, capture: dict[str, str]):
-    """Run workflows/<name> with tiny models; ``capture`` maps a capture key to the node id whose IMAGE to keep."""
+def run_workflow(host, name: str, tmp_path: Path, capture: dict[str, str], latents: dict[str, str] | None = None):
+    """Run workflows/<name> with tiny models; ``capture`` (``latents``) maps a capture key to the node id whose IMAGE
+    (LATENT) to keep."""
     import folder_paths
     import nodes
 
@@ -24,6 +25,9 @@ def run_workflow(host, name: str, tmp_path: Path, capture: dict[str, str]):
     for key, node_id in capture.items():
         prompt[f"capture_{key}"] = {"class_type": "Pix2GifTest_CaptureImage",
                                     "inputs": {"images": [node_id, 0], "key": key}}
+    for key, node_id in (latents or {}).items():
+        prompt[f"capture_{key}"] = {"class_type": "Pix2GifTest_CaptureLatent",
+                                    "inputs": {"samples": [node_id, 0], "key": key}}
     result = host.run(prompt, {"extra_pnginfo": {"workflow": ui}})
     assert result.success, result.error or result.validation_error
     return ui, result
@@ -171,3 +175,28 @@ def test_i2vgen_xl_cascade(host, test_nodes, tmp_path):
              if node["type"] == "Pix2Gif_SaveAnimation"}
     kinds = sorted(item["type"] for item in saved.values())
     assert kinds == ["output", "temp"] and all(_gif_frames(item) == 16 for item in saved.values())
+
+
+def test_follow_your_click_regional(host, test_nodes, tmp_path):
+    """Clicks → tiny SAM mask → AnimateZero + Regional Motion: a 16-frame GIF starting with the photo's first frame,
+    whose latents outside the mask (latent cells with none of their 8×8 pixels in it) equal frame 1's."""
+    import importlib.util
+
+    import torch
+    from run_workflow import install_workflow_assets
+
+    install_workflow_assets()
+    # nodes 12/14: the clip and the inverted photo decoded, 19: the mask scaled to the video, 11: the GIF Sampler
+    ui, result = run_workflow(host, "follow_your_click_regional.json", tmp_path,
+                              {"frames": "12", "first": "14", "mask": "19"}, latents={"latents": "11"})
+    assert_gif_starts_with_the_first_frame(ui, result, test_nodes.CAPTURED, "12")
+    mask, latents = test_nodes.CAPTURED["mask"][0, ..., 0], test_nodes.CAPTURED["latents"]
+    moving = torch.nn.functional.max_pool2d((mask > 0.5).float()[None, None], 8)[0, 0] > 0
+    assert moving.any() and (~moving).any(), "the tiny SAM's mask covers part of the image"
+    exact = importlib.util.find_spec("comfy.patcher_extension") is not None
+    for frame in latents[1:]:
+        if exact:
+            assert torch.equal(frame[:, ~moving], latents[0][:, ~moving])
+        else:
+            torch.testing.assert_close(frame[:, ~moving], latents[0][:, ~moving], rtol=0, atol=1e-5)
+    assert (latents[1:, :, moving] - latents[0][:, moving]).abs().max() > 1e-2, "the region moves"
