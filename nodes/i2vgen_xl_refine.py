@@ -3,8 +3,9 @@ resized to the target size, brought to noise level t (of 1000) and re-sampled fr
 
 The clip (IMAGE, or LATENT decoded first) is scaled to cover the target size and centre-cropped, frame by frame,
 and VAE-encoded in frame chunks. ``noise (SDEdit)`` adds the seed's noise at the level's σ; ``DDIM invert`` runs
-the pack's deterministic inversion (:func:`~pix2gif_core.diffusion.ddim_inversion.ddim_invert`, the positive
-prompt at cfg 1, as sr600 inverts with one text) up the same noise levels the sampler then walks down. Both
+the pack's deterministic inversion (:func:`~pix2gif_core.diffusion.ddim_inversion.ddim_invert`, cfg 1, with
+``inversion_text`` – sr600 inverts with the empty text – or else the positive prompt) up the same noise levels the
+sampler then walks down. Both
 sample with ComfyUI's own ``comfy.sample.sample`` (the user's sampler and scheduler, KSampler's ``denoise`` =
 t/1000). The refiner is an I2VGen-XL MODEL (its image conditioning is rebuilt from the resized clip's first
 frame) or an SD1.5 MODEL with the pack's AnimateDiff motion model. The paper's refinement weights were never
@@ -73,7 +74,7 @@ class I2VGenXLRefine:
                                                    "t/1000); 0 returns the resized clip, 1000 samples from noise"}),
                 "mode": (MODES, {"default": SDEDIT,
                                  "tooltip": "SDEdit: add the seed's noise at that level; DDIM invert: invert the "
-                                            "clip up to it with the positive prompt (sr600's way)"}),
+                                            "clip up to it (sr600's way) with inversion_text"}),
                 "fps": ("INT", {"default": 16, "min": 1, "max": 60, "tooltip": "I2VGen-XL's fps condition"}),
             },
             "optional": {
@@ -81,6 +82,9 @@ class I2VGenXLRefine:
                 "latent": ("LATENT", {"tooltip": "the base clip as a LATENT (decoded with vae first)"}),
                 "clip_vision": ("CLIP_VISION", {"tooltip": "for an I2VGen-XL refiner: the base stage's CLIP "
                                                            "vision (ViT-H-14)"}),
+                "inversion_text": ("CONDITIONING", {"tooltip": "DDIM invert: the text the clip is inverted with "
+                                                               "(sr600: a CLIP Text Encode of the empty prompt); "
+                                                               "not connected: the positive prompt"}),
             },
         }
 
@@ -89,7 +93,7 @@ class I2VGenXLRefine:
     CATEGORY = category("I2VGen-XL")
 
     def refine(self, model, positive, negative, vae, width, height, steps, cfg, sampler_name, scheduler, seed,
-               noise_level, mode, fps, images=None, latent=None, clip_vision=None):
+               noise_level, mode, fps, images=None, latent=None, clip_vision=None, inversion_text=None):
         frames = self._check(model, width, height, images, latent, clip_vision)
         self._check_memory(model, frames, width, height, cfg)
         chunks = frames if latent is None else 2 * frames  # frames to encode (and to decode first)
@@ -103,11 +107,15 @@ class I2VGenXLRefine:
         if noise_level == 0:
             return ({"samples": encoded},)
         if isinstance(model.model, I2VGenXLModel):
+            if inversion_text is not None and mode == DDIM_INVERT:
+                inversion_text = image_conditioning(self.TITLE, inversion_text, negative, clip_vision, vae,
+                                                    pixels[:1], width, height, frames, fps)[0]
             positive, negative = image_conditioning(self.TITLE, positive, negative, clip_vision, vae, pixels[:1],
                                                     width, height, frames, fps)
         denoise = noise_level / TIMESTEPS
         if mode == DDIM_INVERT:
-            start, noise = self._inverted(model, positive, encoded, steps, sampler_name, scheduler, denoise), None
+            text = positive if inversion_text is None else inversion_text
+            start, noise = self._inverted(model, text, encoded, steps, sampler_name, scheduler, denoise), None
         else:
             start, noise = encoded, comfy.sample.prepare_noise(encoded, seed)
         report_step = latent_preview.prepare_callback(model, steps)
@@ -165,9 +173,9 @@ class I2VGenXLRefine:
                                           f"GiB, more than the {total / memory_budget.GIB:.1f} GiB of "
                                           f"{model.load_device}; lower width/height.")
 
-    def _inverted(self, model, positive, encoded: Tensor, steps: int, sampler_name: str, scheduler: str,
+    def _inverted(self, model, text, encoded: Tensor, steps: int, sampler_name: str, scheduler: str,
                   denoise: float) -> Tensor:
-        """The clip DDIM-inverted (positive prompt, cfg 1) up to the first noise level of the sampler's
+        """The clip DDIM-inverted (conditioned on ``text``, cfg 1) up to the first noise level of the sampler's
         schedule, as a LATENT's samples (``comfy.sample`` processes it in again)."""
         sigmas = sampler_sigmas(model, steps, sampler_name, scheduler, denoise)
         progress = comfy.utils.ProgressBar(len(sigmas) - 1)
@@ -178,7 +186,7 @@ class I2VGenXLRefine:
                                    progress=lambda done, total: progress.update_absolute(done, total),
                                    check_cancel=comfy.model_management.throw_exception_if_processing_interrupted)[0]
 
-        inverted = run_in_sampling(model, positive, encoded, sigmas, invert)
+        inverted = run_in_sampling(model, text, encoded, sigmas, invert)
         return model.model.process_latent_out(inverted.to(encoded.device, torch.float32))
 
 

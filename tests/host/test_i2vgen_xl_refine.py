@@ -14,9 +14,11 @@ CLIP_VISION_DIM = 64  # = the tiny test CLIP's text width = the tiny UNet's cros
 def refine_prompt(refiner: str = "i2vgen", *, source: str = "images", width: int = 64, height: int = 64,
                   clip_size: tuple[int, int] = (48, 32), frames: int = FRAMES, level: int = 700,
                   mode: str = "noise (SDEdit)", steps: int = 2, cfg: float = 9.0, sampler: str = "euler",
-                  clip_vision: bool = True, motion_file: str | None = None) -> dict:
+                  clip_vision: bool = True, motion_file: str | None = None,
+                  inversion_text: str | None = None) -> dict:
     """Base clip (IMAGE, or its LATENT) → I2VGen-XL Refine → captured as "refined"; the clip's own VAE Encode is
-    captured as "encoded" (``source`` "both"/"none" connects both/neither input)."""
+    captured as "encoded" (``source`` "both"/"none" connects both/neither input; ``inversion_text`` a text encoded
+    into Refine's inversion_text)."""
     graph = {
         "ckpt": {"class_type": "Pix2GifTest_TinyCheckpoint", "inputs": {"seed": 0, "topology": "sd15"}},
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "sharp, detailed", "clip": ["ckpt", 1]}},
@@ -51,6 +53,9 @@ def refine_prompt(refiner: str = "i2vgen", *, source: str = "images", width: int
         inputs["latent"] = ["encode", 0]
     if clip_vision:
         inputs["clip_vision"] = ["vision", 0]
+    if inversion_text is not None:
+        graph["inversion"] = {"class_type": "CLIPTextEncode", "inputs": {"text": inversion_text, "clip": ["ckpt", 1]}}
+        inputs["inversion_text"] = ["inversion", 0]
     graph["refine"] = {"class_type": REFINE, "inputs": inputs}
     graph["capture_refined"] = {"class_type": "Pix2GifTest_CaptureLatent",
                                 "inputs": {"samples": ["refine", 0], "key": "refined"}}
@@ -115,6 +120,23 @@ def test_ddim_inversion_then_sampling_back_reconstructs_closer_than_sdedit_noise
 
     inverted, noised = error("DDIM invert"), error("noise (SDEdit)")
     assert inverted < 0.1 * noised, (inverted, noised)
+
+
+@pytest.mark.parametrize("refiner", ["i2vgen", "animatediff"])
+def test_ddim_inversion_is_conditioned_on_inversion_text(host, test_nodes, i2vgen_unet_files, motion_files, refiner):
+    """sr600 inverts with the empty text: connected, inversion_text (not the positive prompt) conditions the
+    inversion – the positive's own text there gives the unconnected result bit for bit, another text another one."""
+    executor = host.make_executor()
+    motion = motion_files["v3.safetensors"] if refiner == "animatediff" else None
+
+    def refined(text: str | None) -> torch.Tensor:
+        graph = refine_prompt(refiner, mode="DDIM invert", level=500, steps=3, cfg=1.0, width=48, height=32,
+                              motion_file=motion, inversion_text=text)
+        return _run(host, test_nodes, graph, executor)["refined"].clone()
+
+    default = refined(None)
+    assert torch.equal(refined("sharp, detailed"), default)
+    assert (refined("") - default).abs().max() > 1e-4
 
 
 def test_an_animatediff_refiner_refines_the_clip(host, test_nodes, i2vgen_unet_files, motion_files):
