@@ -177,6 +177,34 @@ def test_animatezero_with_motion_embeddings_survives_unload(tiny, dynamic_vram, 
         assert_restored(base.model, before)
 
 
+@pytest.mark.parametrize("confinement", ["soft (motion scale)", "hard"])
+def test_regional_motion_on_animatezero_and_embeddings_survives_unload(tiny, dynamic_vram, motion_files,
+                                                                       confinement):
+    from workflow import tiny_motion_embeddings
+
+    model, positive = tiny
+    base = dynamic_twin(model)
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:40, 24:48] = 1
+    with torch.inference_mode():
+        motion = node("Pix2Gif_LoadMotionModel").load(motion_files["v3.safetensors"], "auto")[0]
+        patched = node("Pix2Gif_ApplyMotionModel").apply(base, motion, 1.0, "sqrt_linear (AnimateDiff)",
+                                                         "per-frame")[0]
+        animated = node("Pix2Gif_AnimateZero").patch(patched, False, "replace", "all", 0.0, 1.0, True, 0, "down",
+                                                  kv_source="video pass")[0]
+        stacked = node("Pix2Gif_ApplyMotionEmbeddings").apply(animated, tiny_motion_embeddings(0, frames=FRAMES),
+                                                              "as_trained", 1.0, "interpolate")[0]
+        regional = node("Pix2Gif_RegionalMotion").patch(stacked, mask, confinement, 1.0,
+                                                        background_motion=0.2)["result"][0]
+        assert isinstance(regional, dynamic_vram.ModelPatcherDynamic)
+        before = snapshot(base.model)
+        first = video_sample(regional, positive)
+        assert not torch.equal(first, video_sample(stacked, positive)), "the regional patch acts"
+        dynamic_cycle(regional)
+        assert_restored(base.model, before)
+        assert torch.equal(video_sample(regional, positive), first)
+
+
 def test_pix2gif_model_and_flownet_survive_unload(pix2gif, dynamic_vram):
     import dataclasses
 
