@@ -424,3 +424,66 @@ def test_soft_confinement_composes_with_animatezero_and_motion_embeddings(host, 
     assert scaled_in == set(variants)
     assert not torch.allclose(lowered, plain, atol=1e-3)
     assert torch.equal(lowered[0], test_nodes.CAPTURED["first"][0]), "AnimateZero's pinned first frame is kept"
+
+
+def report_values(text: str) -> tuple[float, float]:
+    """(inside, outside) from Regional Motion Report's text."""
+    inside = float(text.split("inside the mask ")[1].split(" px")[0])
+    outside = float(text.split("), outside ")[1].split(" px")[0])
+    return inside, outside
+
+
+def test_regional_motion_report_measures_a_clip_of_known_motion(host, motion_file, input_images, texture_image):
+    """A clip whose motion is known by construction (the texture translated 4, 8, 12 px: 8 px on average against
+    frame 0) through Regional Motion Report with Regional Motion's mask and target: the measured flow, the same
+    as Measure Motion's, and the proportional strength suggestion."""
+    prompt = regional_prompt(motion_file, MASK_IMAGE, options={"strength": 0.5, "target_motion": 4.0})
+    for node in ("sample", "capture"):
+        del prompt[node]
+    clip = {"image": {"class_type": "LoadImage", "inputs": {"image": texture_image}},
+            "clip": {"class_type": "Pix2Gif_MotionPreview",
+                     "inputs": {"image": ["image", 0], "motion": "translate", "magnitude": 12.0, "direction": 0.0,
+                                "frames": 4, "edge": "reflect", "center_x": 0.5, "center_y": 0.5,
+                                "sway_cycles": 1.0}}}
+    measure_text = measured_flow(host, clip)
+    scaled = {"region_image": {"class_type": "MaskToImage", "inputs": {"mask": ["mask", 0]}},
+              "region_scaled": {"class_type": "ImageScale",
+                                "inputs": {"image": ["region_image", 0], "upscale_method": "nearest-exact",
+                                           "width": SIZE * 2, "height": SIZE * 2, "crop": "disabled"}},
+              "region_mask": {"class_type": "ImageToMask", "inputs": {"image": ["region_scaled", 0],
+                                                                      "channel": "red"}}}
+    prompt.update(clip | scaled)
+    prompt["regional"]["inputs"]["mask"] = ["region_mask", 0]
+    prompt["report"] = {"class_type": "Pix2Gif_RegionalMotionReport",
+                        "inputs": {"images": ["clip", 0], "regional": ["regional", 2]}}
+    result = host.run(prompt)
+    assert result.success, result.error or result.validation_error
+    text = result.outputs["report"]["text"][0]
+    inside, outside = report_values(text)
+    assert abs(inside - 8.0) <= 0.8 and abs(outside - 8.0) <= 0.8, text
+    assert (inside, outside) == flow_values(measure_text), (text, measure_text)
+    assert f"target 4.00 px: {abs(inside - 4.0) / 4.0:.0%} above" in text
+    assert f"try strength {0.5 * 4.0 / inside:.2f} (made at 0.50)" in text
+
+
+def test_regional_motion_report_on_the_sampled_clip_equals_measure_motion(host, test_nodes, motion_file,
+                                                                          input_images, executor):
+    prompt = regional_prompt(motion_file, MASK_IMAGE, options={"target_motion": 2.0})
+    prompt["decode"] = {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["ckpt", 2]}}
+    prompt["report"] = {"class_type": "Pix2Gif_RegionalMotionReport",
+                        "inputs": {"images": ["decode", 0], "regional": ["regional", 2]}}
+    prompt["measure"] = {"class_type": "Pix2Gif_MeasureMotion", "inputs": {"images": ["decode", 0],
+                                                                            "mask": ["mask", 0]}}
+    result = host.run(prompt, executor=executor)
+    assert result.success, result.error or result.validation_error
+    text = result.outputs["report"]["text"][0]
+    assert report_values(text) == flow_values(result.outputs["measure"]["text"][0]), text
+    assert "target 2.00 px" in text
+    single = dict(prompt)
+    single["one_frame"] = {"class_type": "ImageFromBatch", "inputs": {"image": ["decode", 0], "batch_index": 0,
+                                                                      "length": 1}}
+    single["report"] = {"class_type": "Pix2Gif_RegionalMotionReport",
+                        "inputs": {"images": ["one_frame", 0], "regional": ["regional", 2]}}
+    refused = host.run(single, executor=executor)
+    assert not refused.success
+    assert "[Regional Motion Report] images holds 1 frame" in refused.error["exception_message"]
