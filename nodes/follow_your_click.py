@@ -240,12 +240,10 @@ def _shared_noise_wrapper(region):
 @dataclass(frozen=True)
 class RegionalMotionSettings:
     """What Regional Motion hands to Regional Motion Report (type ``PIX2GIF_REGIONAL_MOTION``): the pixel mask
-    ``(H, W)`` and the settings the clip is made with."""
+    ``(H, W)``, the strength the clip is made with and the target flow inside the mask (pixels, 0 = none)."""
 
     mask: torch.Tensor
-    confinement: str
     strength: float
-    background_motion: float
     target_motion: float
 
 
@@ -351,8 +349,7 @@ class RegionalMotion:
         target = f"target {target_motion:.2f} px inside" if target_motion > 0 else "no target"
         report = (f"motion confined to {coverage:.1%} of the image ({how}, strength {strength:.2f}; {target}); "
                   "connect 'regional' and the decoded frames to Regional Motion Report for the measured motion")
-        settings = RegionalMotionSettings(pixels, confinement, float(strength), float(background_motion),
-                                          float(target_motion))
+        settings = RegionalMotionSettings(pixels, float(strength), float(target_motion))
         return {"ui": {"text": [report]}, "result": (patched, report, settings)}
 
 
