@@ -3,8 +3,8 @@
 Where the layers go: UNet blocks are replaced by copies that hold the block's own layers (under their own keys)
 plus a motion module, and, for v1 modules, ResBlock GroupNorms by cross-frame GroupNorms. A UNet function wrapper
 tells these layers, before each UNet call, how many frames a video has (the batch is ``len(cond_or_uncond)``
-videos of F frames, so cond and uncond never attend to each other) and which temporal-attention variants other
-nodes asked for through ``transformer_options``.
+videos of F frames, so cond and uncond never attend to each other) and which temporal-attention variants and
+per-position motion scale other nodes asked for through ``transformer_options``.
 
 How they get there – chosen from what the host offers, so that ComfyUI's model management owns the weights:
 
@@ -50,6 +50,9 @@ TEMPORAL_VARIANTS_KEY = "pix2gif_temporal_variants"
 #: transformer_options key under which other nodes put callables ``(latent_hw) -> {name: variant}``, evaluated
 #: before every UNet call (for variants that depend on the latent size, e.g. Motion-Inversion value embeddings)
 TEMPORAL_VARIANT_PROVIDERS_KEY = "pix2gif_temporal_variant_providers"
+#: transformer_options key under which a node puts a callable ``(latent_hw) -> KeyScales`` (the per-position motion
+#: scale of every temporal attention, e.g. Regional Motion's soft confinement), evaluated before every UNet call
+TEMPORAL_KEY_SCALES_KEY = "pix2gif_temporal_key_scales"
 #: transformer_options key of the :class:`MotionPlacement` a motion-patched MODEL carries
 MOTION_MODEL_KEY = "pix2gif_motion_model"
 #: key of the injection and of the additional model (ComfyUI ≥ 0.3)
@@ -248,7 +251,8 @@ def _check_frames(frames: int, pe_length: int, window) -> None:
 
 
 def _frame_wrapper(context: FrameContext, pe_length: int, previous):
-    """UNet function wrapper: set F and the variants for this call, then run the (possibly wrapped) UNet."""
+    """UNet function wrapper: set F, the variants and the motion scale map for this call, then run the
+    (possibly wrapped) UNet."""
 
     def wrapper(apply_model, args):
         x, cond_or_uncond = args["input"], args["cond_or_uncond"]
@@ -258,6 +262,8 @@ def _frame_wrapper(context: FrameContext, pe_length: int, previous):
         context.variants = dict(transformer_options.get(TEMPORAL_VARIANTS_KEY, {}))
         for provider in transformer_options.get(TEMPORAL_VARIANT_PROVIDERS_KEY, ()):
             context.variants.update(provider(tuple(x.shape[-2:])))
+        key_scales = transformer_options.get(TEMPORAL_KEY_SCALES_KEY)
+        context.key_scales = None if key_scales is None else key_scales(tuple(x.shape[-2:]))
         if previous is not None:
             return previous(apply_model, args)
         return apply_model(x, args["timestep"], **args["c"])
@@ -357,4 +363,12 @@ def add_temporal_variant_provider(model, provider):
     patched, transformer_options = _motion_patched_clone(model)
     transformer_options[TEMPORAL_VARIANT_PROVIDERS_KEY] = (*transformer_options.get(TEMPORAL_VARIANT_PROVIDERS_KEY, ()),
                                                            provider)
+    return patched
+
+
+def set_temporal_key_scales(model, key_scales):
+    """A clone of a motion-patched ``model`` whose temporal attentions scale their keys per position by
+    ``key_scales(latent_hw)`` (a :class:`~..pix2gif_core.animatediff.injection.KeyScales`) in every UNet call."""
+    patched, transformer_options = _motion_patched_clone(model)
+    transformer_options[TEMPORAL_KEY_SCALES_KEY] = key_scales
     return patched

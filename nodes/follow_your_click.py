@@ -12,10 +12,16 @@ that confines a motion-patched MODEL's movement to that mask.
   guided prediction; on ComfyUI ≥ 0.3 an outer-sample wrapper starts every frame from frame 0's noise where the
   region is 0, so outside latents equal frame 0's bit for bit with deterministic samplers (on 2024-03, within
   float rounding). With a first-frame LATENT, frame 0 (and so the outside) is pinned to that image's latent.
+  Soft confinement instead puts a motion-scale mask on the motion modules' temporal attention
+  (``transformer_options``, read by the motion modules' frame wrapper before every UNet call) and pins nothing
+  but frame 0 to a first-frame LATENT;
+- *Regional Motion Report* measures the decoded clip inside and outside Regional Motion's mask and compares
+  the flow inside with Regional Motion's target motion.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import comfy.model_management
@@ -28,17 +34,24 @@ from ..pix2gif_core.animatezero.first_frame_pinning import pin_first_frames
 from ..pix2gif_core.errors import Pix2GifInputError
 from ..pix2gif_core.follow_your_click.click_points import parse_clicks
 from ..pix2gif_core.follow_your_click.mask_overlay import mask_overlay
+from ..pix2gif_core.follow_your_click.motion_scale_mask import check_background, motion_scale_masks
+from ..pix2gif_core.follow_your_click.motion_target import check_motion_target, describe
 from ..pix2gif_core.follow_your_click.regional_confinement import CONFINEMENTS, confine, latent_region, shared_noise
 from ..pix2gif_core.follow_your_click.sam_segmentation import BEST, SamSegmenter, load_sam, refine_mask, segment
 from ..pix2gif_core.video.animation_writer import write_workflow_image
 from . import model_folders
-from .animatediff_injection import motion_placement
+from .animatediff_injection import motion_placement, set_temporal_key_scales
 from .conventions import category, display_name, input_error, node_id, reported_as
+from .metrics import measured_region_motion
 
 SAMS = "sams"
 SAM_TYPE = "PIX2GIF_SAM"
 MASK_CHOICES = {"best score": BEST, "0 (smallest)": 0, "1": 1, "2 (largest)": 2}
 NOISE_WRAPPER_KEY = "pix2gif_regional_motion"
+#: Regional Motion's soft confinement: a motion-scale mask on the temporal attention instead of pinning
+SOFT = "soft (motion scale)"
+CONFINEMENT_CHOICES = (*CONFINEMENTS, SOFT)
+REGIONAL_TYPE = "PIX2GIF_REGIONAL_MOTION"
 #: ComfyUI temp-folder prefix of Click Mask's preview (the mask over the photo, shown by js/click_picker.js)
 OVERLAY_PREFIX = "pix2gif_click_mask"
 
@@ -175,39 +188,52 @@ def _region_of(mask: torch.Tensor, confinement: str, strength: float):
     return region
 
 
+def _key_scales_of(mask: torch.Tensor, background: float, strength: float):
+    """``latent_hw → MotionScaleMask`` (soft confinement), errors reported as Regional Motion's."""
+    masks = motion_scale_masks(mask, background, strength)
+
+    def key_scales(latent_hw: tuple[int, int]):
+        with reported_as(RegionalMotion.TITLE):
+            return masks(latent_hw)
+
+    return key_scales
+
+
 def _frames_of(batch: torch.Tensor, args: dict) -> int:
     return batch.shape[0] // max(len(args.get("cond_or_uncond") or [0]), 1)
 
 
 def _regional_wrapper(region, first_latent: torch.Tensor | None, previous):
     """UNet function wrapper: the UNet sees frame 0's latent outside the region (confined right before the UNet,
-    inside every other wrapper); its prediction is frame 0's there (and frame 0 the first-frame latent if given)."""
+    inside every other wrapper); its prediction is frame 0's there (and frame 0 the first-frame latent if given).
+    ``region`` None (soft confinement): only the first-frame pinning."""
 
     def wrapper(apply_model, args):
         frames = _frames_of(args["input"], args)
-        weights = region(tuple(args["input"].shape[-2:]))
+        weights = None if region is None else region(tuple(args["input"].shape[-2:]))
 
         def confined_model(x, t, **kwargs):
-            return apply_model(confine(x, frames, weights), t, **kwargs)
+            return apply_model(x if weights is None else confine(x, frames, weights), t, **kwargs)
 
         out = previous(confined_model, args) if previous is not None else confined_model(args["input"],
                                                                                          args["timestep"], **args["c"])
         if first_latent is not None:
             out = pin_first_frames(out, frames, first_latent)
-        return confine(out, frames, weights)
+        return out if weights is None else confine(out, frames, weights)
 
     return wrapper
 
 
 def _confined_prediction(region, first_latent: torch.Tensor | None):
-    """Post-CFG hook: the guided prediction of every frame is frame 0's outside the region."""
+    """Post-CFG hook: the guided prediction of every frame is frame 0's outside the region (``region`` None:
+    only frame 0 pinned to the first-frame latent)."""
 
     def post_cfg(args):
         denoised = args["denoised"]
         frames = denoised.shape[0]
         if first_latent is not None:
             denoised = pin_first_frames(denoised, frames, first_latent)
-        return confine(denoised, frames, region(tuple(denoised.shape[-2:])))
+        return denoised if region is None else confine(denoised, frames, region(tuple(denoised.shape[-2:])))
 
     return post_cfg
 
@@ -221,17 +247,36 @@ def _shared_noise_wrapper(region):
     return wrapper
 
 
+@dataclass(frozen=True)
+class RegionalMotionSettings:
+    """What Regional Motion hands to Regional Motion Report (type ``PIX2GIF_REGIONAL_MOTION``): the pixel mask
+    ``(H, W)``, the strength the clip is made with and the target flow inside the mask (pixels, 0 = none)."""
+
+    mask: torch.Tensor
+    strength: float
+    target_motion: float
+
+
 class RegionalMotion:
     TITLE = "Regional Motion"
     DESCRIPTION = (
-        "Only the masked region moves (Follow-Your-Click with public weights): outside the mask every frame is the "
-        "first frame – the UNet sees the first frame's latent there and its prediction is the first frame's – and "
-        "inside the motion model acts freely. Connect it LAST, after AnimateZero (its pinned first frame, i.e. the "
-        "image's trajectory, is then what the outside follows) or Apply Motion Embeddings; or give first_latent "
-        "(VAE Encode of the photo) to pin the first frame to the photo. hard: a latent cell moves when any of its "
-        "pixels is in the mask, outside latents equal the first frame's exactly with deterministic samplers "
-        "(ComfyUI ≥ 0.3; 2024-03: within float rounding); feathered: the mask's soft edge blends. strength scales "
-        "the motion inside (0 = a still clip). Mask of ones and strength 1 = the MODEL unchanged.")
+        "Only the masked region moves (Follow-Your-Click with public weights). Connect it LAST, after AnimateZero "
+        "(its pinned first frame, i.e. the image's trajectory, is then what the outside follows) or Apply Motion "
+        "Embeddings; or give first_latent (VAE Encode of the photo) to pin the first frame to the photo.\n"
+        "hard: outside the mask every frame is the first frame – the UNet sees the first frame's latent there and "
+        "its prediction is the first frame's; a latent cell moves when any of its pixels is in the mask; outside "
+        "latents equal the first frame's exactly with deterministic samplers (ComfyUI ≥ 0.3; 2024-03: within float "
+        "rounding). feathered: the same, the mask's soft edge blends. soft (motion scale): no pinning; the motion "
+        "modules' temporal attention gets a motion-scale mask (AnimateDiff-Evolved's motion scale per position: "
+        "keys × scale) – full strength inside, background_motion outside (0: every frame there attends to all "
+        "frames equally, the motion modules' motion scale 0; 1: plain AnimateDiff), so the background may still "
+        "move a little.\n"
+        "strength scales the motion inside (hard/feathered: 0 = a still clip; soft: 0 = background_motion "
+        "everywhere). Mask of ones and strength 1 = the MODEL unchanged.\n"
+        "Motion strength you can check: the clip does not exist yet when this node runs, so the measured motion is "
+        "reported after sampling by Regional Motion Report – connect this node's 'regional' output and the decoded "
+        "frames to it; it measures the flow inside and outside the mask (as Measure Motion) and, with a "
+        "target_motion here, how far off it is and which strength to try.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -239,34 +284,50 @@ class RegionalMotion:
             "required": {
                 "model": ("MODEL", {"tooltip": "A motion-patched MODEL (Apply Motion Model, AnimateZero, …)"}),
                 "mask": ("MASK", {"tooltip": "Where motion is allowed, at the video's pixel size (Click Mask)"}),
-                "confinement": (list(CONFINEMENTS), {"default": "hard",
-                                                     "tooltip": "hard: exact still background; feathered: the "
-                                                                "mask's soft edge blends"}),
+                "confinement": (list(CONFINEMENT_CHOICES), {
+                    "default": "hard", "tooltip": "hard: exact still background; feathered: the mask's soft edge "
+                                                  "blends; soft (motion scale): less motion outside, not pinned"}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                        "tooltip": "Motion inside the mask: 1 = the motion model's, 0 = none"}),
             },
-            "optional": {"first_latent": ("LATENT", {"tooltip": "The photo (VAE Encode): the first frame and the "
-                                                                "still outside become it"})},
+            "optional": {
+                "first_latent": ("LATENT", {"tooltip": "The photo (VAE Encode): the first frame (and with hard/"
+                                                       "feathered the still outside) becomes it"}),
+                "background_motion": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                                "tooltip": "soft only: motion scale outside the mask (0 = the "
+                                                           "frames' mean, 1 = the motion model's own)"}),
+                "target_motion": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                                            "tooltip": "Wanted mean flow inside the mask in pixels (every frame "
+                                                       "against frame 0); 0 = none. Checked after sampling by "
+                                                       "Regional Motion Report"}),
+            },
         }
 
-    RETURN_TYPES = ("MODEL", "STRING")
-    RETURN_NAMES = ("model", "report")
+    RETURN_TYPES = ("MODEL", "STRING", REGIONAL_TYPE)
+    RETURN_NAMES = ("model", "report", "regional")
+    OUTPUT_TOOLTIPS = ("The patched MODEL", "What the patch does",
+                       "Mask and settings, for Regional Motion Report (with the decoded frames)")
     FUNCTION = "patch"
     CATEGORY = category("Follow-Your-Click")
 
-    def patch(self, model, mask, confinement, strength, first_latent=None):
+    def patch(self, model, mask, confinement, strength, first_latent=None, background_motion=0.0,
+              target_motion=0.0):
         with reported_as(self.TITLE):
             motion_placement(model)  # refuses a MODEL without motion model
+            check_background(background_motion)
         if not 0.0 <= strength <= 1.0:
             raise input_error(self.TITLE, f"strength {strength:g} is outside 0…1; 1 = full motion, 0 = none")
+        if target_motion < 0:
+            raise input_error(self.TITLE, f"target_motion {target_motion:g} is negative; give pixels ≥ 0 (0 = none)")
         if mask.dim() == 3 and mask.shape[0] != 1:
             raise input_error(self.TITLE, f"mask holds {mask.shape[0]} masks; connect one (e.g. the first of Click "
                                           "Mask's batch)")
         pixels = mask.reshape(mask.shape[-2:]).float().cpu()
         coverage = float((pixels > 0.5).float().mean())
-        if confinement not in CONFINEMENTS:
+        if confinement not in CONFINEMENT_CHOICES:
             raise input_error(self.TITLE, f"confinement '{confinement}' is unknown; choose one of "
-                                          f"{', '.join(CONFINEMENTS)}")
+                                          f"{', '.join(CONFINEMENT_CHOICES)}")
+        soft = confinement == SOFT
         latent = None
         if first_latent is not None:
             samples = first_latent["samples"]
@@ -274,25 +335,69 @@ class RegionalMotion:
                 raise input_error(self.TITLE, f"first_latent holds {samples.shape[0]} latents; connect the VAE "
                                               "Encode of one image")
             with reported_as(self.TITLE):
-                latent_region(pixels, tuple(samples.shape[-2:]), confinement, strength)  # size check up front
+                latent_region(pixels, tuple(samples.shape[-2:]), "feathered", strength)  # size check up front
             latent = model.model.process_latent_in(samples.float())
-        region = _region_of(pixels, confinement, strength)
-        patched = model.clone()
-        patched.set_model_unet_function_wrapper(
-            _regional_wrapper(region, latent, patched.model_options.get("model_function_wrapper")))
-        patched.set_model_sampler_post_cfg_function(_confined_prediction(region, latent))
-        if hasattr(patched, "add_wrapper_with_key"):
-            import comfy.patcher_extension
+        if soft:
+            patched = set_temporal_key_scales(model, _key_scales_of(pixels, background_motion, strength))
+            if latent is not None:
+                patched.set_model_unet_function_wrapper(
+                    _regional_wrapper(None, latent, patched.model_options.get("model_function_wrapper")))
+                patched.set_model_sampler_post_cfg_function(_confined_prediction(None, latent))
+            how = f"soft: motion scale 1 inside, {background_motion:.2f} outside"
+        else:
+            region = _region_of(pixels, confinement, strength)
+            patched = model.clone()
+            patched.set_model_unet_function_wrapper(
+                _regional_wrapper(region, latent, patched.model_options.get("model_function_wrapper")))
+            patched.set_model_sampler_post_cfg_function(_confined_prediction(region, latent))
+            if hasattr(patched, "add_wrapper_with_key"):
+                import comfy.patcher_extension
 
-            patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, NOISE_WRAPPER_KEY,
-                                         _shared_noise_wrapper(region))
-        report = (f"motion confined to {coverage:.1%} of the image ({confinement}, strength {strength:.2f}); "
-                  "measure it with Measure Motion's mask input")
-        return {"ui": {"text": [report]}, "result": (patched, report)}
+                patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, NOISE_WRAPPER_KEY,
+                                             _shared_noise_wrapper(region))
+            how = confinement
+        target = f"target {target_motion:.2f} px inside" if target_motion > 0 else "no target"
+        report = (f"motion confined to {coverage:.1%} of the image ({how}, strength {strength:.2f}; {target}); "
+                  "connect 'regional' and the decoded frames to Regional Motion Report for the measured motion")
+        settings = RegionalMotionSettings(pixels, float(strength), float(target_motion))
+        return {"ui": {"text": [report]}, "result": (patched, report, settings)}
+
+
+class RegionalMotionReport:
+    TITLE = "Regional Motion Report"
+    DESCRIPTION = (
+        "The motion a Regional Motion clip really has: the mean optical-flow magnitude inside and outside its mask "
+        "(Follow-Your-Click's motion strength: corner and grid points tracked with Lucas–Kanade, every frame "
+        "against frame 0, pixels; the same numbers as Measure Motion with that mask). Connect Regional Motion's "
+        "'regional' output and the frames decoded from the sampled clip (same size as the mask). With a "
+        "target_motion on Regional Motion it says how far off the clip is and suggests a strength: the one that "
+        "would reach the target if the flow grew in proportion to the strength (an estimate: run again and check).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE", {"tooltip": "The decoded frames of the clip (VAE Decode)"}),
+                             "regional": (REGIONAL_TYPE, {"tooltip": "Regional Motion's 'regional' output"})}}
+
+    RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "STRING")
+    RETURN_NAMES = ("inside", "outside", "suggested_strength", "report")
+    OUTPUT_TOOLTIPS = ("Mean flow magnitude inside the mask, pixels", "Mean flow magnitude outside it, pixels",
+                       "Strength to try for the target (the strength used when no target is set)",
+                       "Measured vs target, as shown in the node")
+    FUNCTION = "report"
+    OUTPUT_NODE = True
+    CATEGORY = category("Follow-Your-Click")
+
+    def report(self, images, regional: RegionalMotionSettings):
+        if images.shape[0] < 2:
+            raise input_error(self.TITLE, "images holds 1 frame; connect the decoded clip (all its frames)")
+        motion = measured_region_motion(self.TITLE, images[..., :3], regional.mask)
+        check = check_motion_target(motion, regional.target_motion, regional.strength)
+        text = describe(check, motion)
+        return {"ui": {"text": [text]}, "result": (motion.inside, motion.outside, check.suggested, text)}
 
 
 NODE_CLASSES = {node_id("LoadSamModel"): LoadSamModel, node_id("ClickMask"): ClickMask,
-                node_id("RegionalMotion"): RegionalMotion}
+                node_id("RegionalMotion"): RegionalMotion, node_id("RegionalMotionReport"): RegionalMotionReport}
 NODE_DISPLAY_NAMES = {key: display_name(cls.TITLE) for key, cls in NODE_CLASSES.items()}
 
 model_folders.register(SAMS)

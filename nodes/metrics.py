@@ -6,7 +6,7 @@ import comfy.model_management
 import comfy.utils
 import torch
 
-from ..pix2gif_core.follow_your_click.region_motion import region_motion
+from ..pix2gif_core.follow_your_click.region_motion import RegionMotion, region_motion
 from ..pix2gif_core.metrics.clip_similarity import consecutive_similarities, embed_frames, text_similarities
 from ..pix2gif_core.metrics.first_frame_error import first_frame_mse
 from ..pix2gif_core.metrics.motion_magnitude import measure_motion
@@ -15,6 +15,24 @@ from .conventions import category, display_name, input_error, node_id, reported_
 
 TRACKING_BYTES_PER_PIXEL = 40
 """Working memory per pixel of a frame while it is tracked: gray, pyramid, float32 RGB and the reference copy."""
+
+
+def tracking_chunk(node_title: str, frames: torch.Tensor) -> int:
+    """Frames per tracking chunk of ``frames`` ``(F, H, W, 3)``, once one frame's tracking is known to fit."""
+    count, height, width = frames.shape[:3]
+    per_frame_bytes = TRACKING_BYTES_PER_PIXEL * height * width
+    memory_budget.require(node_title, per_frame_bytes + memory_budget.CHUNK_BYTES, frames.device,
+                          f"tracking one frame of {width}×{height}", "measure a smaller copy (e.g. ImageScale)")
+    return memory_budget.frames_per_chunk(per_frame_bytes, count)
+
+
+def measured_region_motion(node_title: str, frames: torch.Tensor, mask: torch.Tensor) -> RegionMotion:
+    """Flow magnitude inside/outside one MASK ``(1, H, W)`` or ``(H, W)`` for ``frames`` ``(F, H, W, 3)``."""
+    if mask.dim() == 3 and mask.shape[0] != 1:
+        raise input_error(node_title, f"mask holds {mask.shape[0]} masks; connect one")
+    with reported_as(node_title):
+        return region_motion(frames, mask.reshape(mask.shape[-2:]).to(frames.device),
+                             chunk=tracking_chunk(node_title, frames))
 
 
 class MeasureMotion:
@@ -50,22 +68,15 @@ class MeasureMotion:
                 raise input_error(self.TITLE, f"reference: {reference.shape[2]}×{reference.shape[1]} but the images "
                                               f"are {images.shape[2]}×{images.shape[1]}; give the same size")
             frames = torch.cat([reference[:1, ..., :3], frames])
-        count, height, width = frames.shape[:3]
-        per_frame_bytes = TRACKING_BYTES_PER_PIXEL * height * width
-        memory_budget.require(self.TITLE, per_frame_bytes + memory_budget.CHUNK_BYTES, frames.device,
-                              f"tracking one frame of {width}×{height}", "measure a smaller copy (e.g. ImageScale)")
+        chunk = tracking_chunk(self.TITLE, frames)
         with reported_as(self.TITLE):
-            result = measure_motion(frames, chunk=memory_budget.frames_per_chunk(per_frame_bytes, count))
+            result = measure_motion(frames, chunk=chunk)
         per_frame = result.per_frame[1:] if reference is not None else result.per_frame
         listed = ", ".join(f"{value:.2f}" for value in per_frame.tolist())
         summary = f"motion {result.clip:.2f} px ({result.corners} corners); per frame: {listed}"
         inside = outside = 0.0
         if mask is not None:
-            if mask.dim() == 3 and mask.shape[0] != 1:
-                raise input_error(self.TITLE, f"mask holds {mask.shape[0]} masks; connect one")
-            with reported_as(self.TITLE):
-                regional = region_motion(frames, mask.reshape(mask.shape[-2:]).to(frames.device),
-                                         chunk=memory_budget.frames_per_chunk(per_frame_bytes, count))
+            regional = measured_region_motion(self.TITLE, frames, mask)
             inside, outside = regional.inside, regional.outside
             summary += (f"; flow inside the mask {inside:.2f} px ({regional.points_inside} points), outside "
                         f"{outside:.2f} px ({regional.points_outside} points)")

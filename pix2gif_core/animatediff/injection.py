@@ -1,13 +1,14 @@
 """Layers that run inside a 2-D SD UNet to make it a video UNet: injected motion modules and cross-frame GroupNorm.
 
 The host calls these layers with the feature map only, ``(B·F, C, H, W)``, where the batch packs B videos
-(e.g. the cond and uncond halves of a CFG batch) of F frames each. The frame count and the per-call
-temporal-attention variants come from a :class:`FrameContext` shared by all layers of one patched model and
-filled before every UNet call by the host glue.
+(e.g. the cond and uncond halves of a CFG batch) of F frames each. The frame count, the per-call
+temporal-attention variants and an optional per-position motion scale come from a :class:`FrameContext` shared
+by all layers of one patched model and filled before every UNet call by the host glue.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -17,17 +18,25 @@ from ..errors import Pix2GifInputError
 from .motion_module import MotionModule, TemporalAttentionVariant, TemporalSelfAttention
 
 
+class KeyScales(Protocol):
+    """A motion scale per spatial position of a feature map of ``feature_hw`` = (h, w): ``(h·w,)`` row-major, in
+    ``like``'s dtype and device; the temporal attention's keys at position p are multiplied by it."""
+
+    def __call__(self, feature_hw: tuple[int, int], like: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass
 class FrameContext:
     """What the injected layers need per UNet call that the host does not pass to them.
 
     ``video_length`` is F (frames per video in the current batch); ``variants`` maps a motion-module name
     (e.g. ``"down_blocks.0.motion_modules.1"``) to the temporal-attention variant to use in place of global
-    attention for this call.
+    attention for this call; ``key_scales`` (None = 1 everywhere) the per-position motion scale of this call.
     """
 
     video_length: int = 0
     variants: dict[str, TemporalAttentionVariant] = field(default_factory=dict)
+    key_scales: KeyScales | None = None
 
     def frames_in(self, batch: int, layer: str) -> int:
         """F for a batch of ``batch`` = B·F feature maps; raises if the glue did not set it consistently."""
@@ -58,8 +67,9 @@ class InjectedMotionModule(nn.Module):
     """A motion module placed in a UNet block: ``(B·F, C, H, W) -> (B·F, C, H, W)``.
 
     ``key_scale`` is this placement's motion scale and ``kernel`` the attention kernel its temporal attentions
-    call (the host's); the wrapped module may be shared with other patched models, so both are set on its
-    attentions at every call.
+    call (the host's); the context's ``key_scales`` at this layer's feature size become their per-sequence
+    ``key_scale_map`` (repeated for every video of the batch). The wrapped module may be shared with other
+    patched models, so all three are set on its attentions at every call.
     """
 
     def __init__(self, name: str, module: MotionModule, context: FrameContext, key_scale: float = 1.0,
@@ -73,9 +83,14 @@ class InjectedMotionModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = self.context.frames_in(x.shape[0], self.name)
+        sequence_scales = None
+        if self.context.key_scales is not None:
+            per_position = self.context.key_scales((x.shape[-2], x.shape[-1]), x)
+            sequence_scales = per_position.repeat(x.shape[0] // frames)[:, None, None]
         for attention in self.module.modules():
             if isinstance(attention, TemporalSelfAttention):
                 attention.key_scale = self.key_scale
+                attention.key_scale_map = sequence_scales
                 attention.kernel = self.kernel
         return run_with_weights_of(self.module, x, frames, self.context.variants.get(self.name))
 

@@ -14,7 +14,8 @@ attention's building blocks (:meth:`TemporalSelfAttention.attend`, ``heads_split
 Motion scale ("key scale", AnimateDiff-Evolved's motion scale) is the attribute
 :attr:`TemporalSelfAttention.key_scale`: keys are multiplied by it, which equals multiplying the softmax
 scale. Set it for a whole checkpoint with :meth:`MotionModuleSet.set_key_scale`; it is module state, so set it
-before each run.
+before each run. :attr:`TemporalSelfAttention.key_scale_map` is a motion scale per token sequence (per spatial
+position, AnimateDiff-Evolved's motion-scale mask), applied on top of ``key_scale``; None = 1 everywhere.
 
 The attention itself is :attr:`TemporalSelfAttention.kernel`, an :class:`~..attention.AttentionKernel`
 (default :func:`~..attention.sdpa_attention`; a host sets its own, e.g. ComfyUI's ``optimized_attention``).
@@ -72,8 +73,9 @@ class TemporalAttentionVariant(Protocol):
     """How one temporal attention turns its layer-normed tokens into attended values.
 
     ``hidden`` is ``(N, F, C)`` (N = batch·positions, F = frames), ``pe`` the ``(F, C)`` position encoding in
-    ``hidden``'s dtype/device. Returns ``(N, F, C)`` values BEFORE ``attn.to_out``. Honour ``attn.key_scale``
-    and the host's kernel by attending through ``attn.attend`` (or score with ``attn.softmax_scale``).
+    ``hidden``'s dtype/device. Returns ``(N, F, C)`` values BEFORE ``attn.to_out``. Honour ``attn.key_scale``,
+    ``attn.key_scale_map`` and the host's kernel by attending through ``attn.attend`` (or score with
+    ``attn.softmax_scale`` and multiply the scores of sequence ``n`` by ``attn.key_scale_map[n]``).
     """
 
     def __call__(self, attn: TemporalSelfAttention, hidden: Tensor, pe: Tensor) -> Tensor: ...
@@ -90,7 +92,9 @@ class TemporalSelfAttention(nn.Module):
 
     Keys: ``to_q/to_k/to_v.weight`` (C, C), ``to_out.0.{weight,bias}``. The sinusoidal table of
     ``pe_length`` rows is a non-persistent buffer (not in the state dict). ``kernel`` is the attention kernel
-    :meth:`attend` calls (module state like ``key_scale``).
+    :meth:`attend` calls (module state like ``key_scale``). ``key_scale_map`` ``(N, 1, 1)`` or None: the keys of
+    token sequence ``n`` (``N = videos·H·W``, video-major, as :class:`TemporalTransformer` orders them) are also
+    multiplied by ``key_scale_map[n]`` (module state, set per call).
     """
 
     def __init__(self, channels: int, pe_length: int, heads: int = ATTENTION_HEADS) -> None:
@@ -98,6 +102,7 @@ class TemporalSelfAttention(nn.Module):
         self.heads = heads
         self.pe_length = pe_length
         self.key_scale = 1.0
+        self.key_scale_map: Tensor | None = None
         self.kernel: AttentionKernel = sdpa_attention
         self.to_q = nn.Linear(channels, channels, bias=False)
         self.to_k = nn.Linear(channels, channels, bias=False)
@@ -128,12 +133,22 @@ class TemporalSelfAttention(nn.Module):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         """Multi-head attention of projected ``q (N, Fq, C)`` over ``k, v (N, Fk, C)`` → ``(N, Fq, C)``.
 
-        Calls :attr:`kernel` on the heads, keys × :attr:`key_scale` (the kernel's own scale is 1/√d);
-        ``mask`` is an additive float mask broadcasting to ``(N, heads, Fq, Fk)``.
+        Calls :attr:`kernel` on the heads, keys × :attr:`key_scale` × :attr:`key_scale_map` (the kernel's own
+        scale is 1/√d); ``mask`` is an additive float mask broadcasting to ``(N, heads, Fq, Fk)``.
         """
         keys = k if self.key_scale == 1.0 else k * self.key_scale
+        sequence_scales = self.sequence_key_scales(k.shape[0])
+        if sequence_scales is not None:
+            keys = keys * sequence_scales
         attended = self.kernel(self.heads_split(q), self.heads_split(keys), self.heads_split(v), mask)
         return self.heads_merge(attended)
+
+    def sequence_key_scales(self, sequences: int) -> Tensor | None:
+        """:attr:`key_scale_map` ``(N, 1, 1)`` checked against ``sequences`` = N token sequences; None if unset."""
+        scales = self.key_scale_map
+        if scales is not None and scales.shape[0] != sequences:
+            raise ValueError(f"key_scale_map holds {scales.shape[0]} sequence scales for {sequences} token sequences")
+        return scales
 
     def position_encoding(self, frames: int, like: Tensor) -> Tensor:
         """First ``frames`` rows of the PE table ``(frames, C)`` in ``like``'s dtype and device."""

@@ -142,14 +142,20 @@ def window_tables(attn: TemporalSelfAttention, pe: Tensor, frames: int, window: 
 
 
 def _attend_chunk(hidden: Tensor, tables: WindowTables, heads: int, window: int, kernel: AttentionKernel,
-                  out: Tensor) -> None:
+                  out: Tensor, sequence_scales: Tensor | None = None) -> None:
     """Window attention of the layer-normed tokens ``hidden`` ``(n, F, C)`` of one chunk, written into ``out``
-    ``(n, F, C)`` (before ``to_out``). Autograd-safe: no in-place writes on tensors backward reads."""
+    ``(n, F, C)`` (before ``to_out``); ``sequence_scales`` ``(n, 1, 1)``: the chunk's per-sequence key scales
+    (applied to the queries, which scales the same logits). Autograd-safe: no in-place writes on tensors backward
+    reads."""
     n, frames, channels = hidden.shape
     keys, d = tables.value_positions.shape[1:]
     width = d + keys + tables.query_padding.shape[-1]
     projected = torch.addmm(tables.query_bias, hidden.reshape(n * frames, channels), tables.query_weight)
     projected = projected.view(n, frames, heads, d + window + 1)
+    if sequence_scales is not None:  # every column but the constant out-of-window one is linear in the query
+        factor = sequence_scales.reshape(n, 1, 1, 1).expand(n, 1, 1, d + window + 1).clone()
+        factor[..., -1] = 1
+        projected = projected * factor
     window_logits = projected[..., d:].gather(-1, tables.query_slots.expand(n, frames, heads, keys))
     queries = torch.cat([projected[..., :d], window_logits, tables.query_padding.expand(n, frames, -1, -1)], -1)
     keys_values = torch.matmul(hidden, tables.key_value_weight).view(n, frames, 2, heads, d)[:, tables.key_frames]
@@ -168,12 +174,13 @@ def _slot_view(padded: Tensor, window: int) -> Tensor:
 
 
 def _attend_chunk_decomposed(hidden: Tensor, attn: TemporalSelfAttention, k_pos: Tensor, v_pos: Tensor,
-                             query_pe: Tensor, out: Tensor) -> None:
+                             query_pe: Tensor, out: Tensor, sequence_scales: Tensor | None = None) -> None:
     """Window attention of one chunk ``hidden`` ``(n, F, C)`` by batched GEMMs, written into ``out``.
 
     ``k_pos`` ``(h, d, W)`` (times the softmax scale) and ``v_pos`` ``(h, W, d)``: projected slot PE;
-    ``query_pe`` ``(C,)``: ``p_{W−1}``. Autograd-safe: in-place writes only touch fresh tensors that no backward
-    formula reads.
+    ``query_pe`` ``(C,)``: ``p_{W−1}``; ``sequence_scales`` ``(n, 1, 1)``: per-sequence key scales (applied to
+    the queries: every logit is linear in them). Autograd-safe: in-place writes only touch fresh tensors that no
+    backward formula reads.
     """
     n, f, channels = hidden.shape
     h, w = attn.heads, k_pos.shape[-1]
@@ -184,6 +191,8 @@ def _attend_chunk_decomposed(hidden: Tensor, attn: TemporalSelfAttention, k_pos:
         return tokens.reshape(n, f, h, d).permute(2, 0, 1, 3).reshape(h * n, f, d)
 
     q = head_major(attn.to_q(hidden + query_pe))
+    if sequence_scales is not None:
+        q = (q.view(h, n, f, d) * sequence_scales.view(1, n, 1, 1)).view(h * n, f, d)
     k, v = head_major(attn.to_k(hidden)), head_major(attn.to_v(hidden))
     frame_scores = torch.bmm(q, k.transpose(1, 2)).mul_(attn.softmax_scale)  # (h·n, F, F)
     padded_scores = torch.cat([frame_scores[:, :, :1].expand(-1, -1, pad), frame_scores], dim=-1)
@@ -229,7 +238,8 @@ class PositionCorrectedWindowAttention:
     ``window_length``: frames per window, frame 0 included (≥ 2, at most the video length); None = the video
     length. ``kernel``: the attention kernel (fused path). ``chunk_bytes``: working memory per chunk of
     sequences; None = 16 MiB on CPU, all sequences at once on accelerators. ``fused``: the fused kernel path;
-    None = on accelerators (CPU: the decomposed path). Honours ``attn.key_scale`` through ``attn.softmax_scale``.
+    None = on accelerators (CPU: the decomposed path). Honours ``attn.key_scale`` through ``attn.softmax_scale``
+    and ``attn.key_scale_map`` (per-sequence key scales) by scaling each sequence's queries.
     """
 
     window_length: int | None = None
@@ -267,18 +277,21 @@ class PositionCorrectedWindowAttention:
         window = resolve_window_length(self.window_length, frames)
         heads, size = attn.heads, hidden.element_size()
         out = hidden.new_empty(hidden.shape)
+        scales = attn.sequence_key_scales(sequences)
         if self.fused if self.fused is not None else hidden.device.type != "cpu":
             tables = self.tables(attn, pe, window)
             keys = window + frames - 1
             width = heads * widened_head_dim(channels // heads, keys)
             per_sequence = size * (keys * (2 * channels + 3 * width) + frames * (4 * width + 3 * channels))
             for rows in _chunks(sequences, per_sequence, hidden, self.chunk_bytes):
-                _attend_chunk(hidden[rows], tables, heads, window, self.kernel, out[rows])
+                _attend_chunk(hidden[rows], tables, heads, window, self.kernel, out[rows],
+                              None if scales is None else scales[rows])
             return out
         scale, d = attn.softmax_scale, channels // heads
         k_pos = attn.to_k(pe[:window]).reshape(window, heads, d).permute(1, 2, 0) * scale
         v_pos = attn.to_v(pe[:window]).reshape(window, heads, d).transpose(0, 1).contiguous()
         per_sequence = size * frames * (8 * channels + heads * (4 * frames + 3 * window))
         for rows in _chunks(sequences, per_sequence, hidden, self.chunk_bytes):
-            _attend_chunk_decomposed(hidden[rows], attn, k_pos, v_pos, pe[window - 1], out[rows])
+            _attend_chunk_decomposed(hidden[rows], attn, k_pos, v_pos, pe[window - 1], out[rows],
+                                     None if scales is None else scales[rows])
         return out

@@ -155,19 +155,23 @@ def test_motion_patched_model_survives_unload_and_samples_the_same(tiny, dynamic
         assert torch.equal(video_sample(patched, positive), first)
 
 
-def test_animatezero_with_motion_embeddings_survives_unload(tiny, dynamic_vram, motion_files):
+def animatezero_with_embeddings(base, motion_files):
+    """(motion-patched MODEL, + AnimateZero (video-pass K/V, window attention) + motion embeddings) on ``base``."""
     from workflow import tiny_motion_embeddings
 
+    motion = node("Pix2Gif_LoadMotionModel").load(motion_files["v3.safetensors"], "auto")[0]
+    patched = node("Pix2Gif_ApplyMotionModel").apply(base, motion, 1.0, "sqrt_linear (AnimateDiff)", "per-frame")[0]
+    animated = node("Pix2Gif_AnimateZero").patch(patched, False, "replace", "all", 0.0, 1.0, True, 0, "down",
+                                              kv_source="video pass")[0]
+    return patched, node("Pix2Gif_ApplyMotionEmbeddings").apply(animated, tiny_motion_embeddings(0, frames=FRAMES),
+                                                                "as_trained", 1.0, "interpolate")[0]
+
+
+def test_animatezero_with_motion_embeddings_survives_unload(tiny, dynamic_vram, motion_files):
     model, positive = tiny
     base = dynamic_twin(model)
     with torch.inference_mode():
-        motion = node("Pix2Gif_LoadMotionModel").load(motion_files["v3.safetensors"], "auto")[0]
-        patched = node("Pix2Gif_ApplyMotionModel").apply(base, motion, 1.0, "sqrt_linear (AnimateDiff)",
-                                                         "per-frame")[0]
-        animated = node("Pix2Gif_AnimateZero").patch(patched, False, "replace", "all", 0.0, 1.0, True, 0, "down",
-                                                  kv_source="video pass")[0]
-        stacked = node("Pix2Gif_ApplyMotionEmbeddings").apply(animated, tiny_motion_embeddings(0, frames=FRAMES),
-                                                              "as_trained", 1.0, "interpolate")[0]
+        patched, stacked = animatezero_with_embeddings(base, motion_files)
         before = snapshot(base.model)
         first = video_sample(stacked, positive)
         dynamic_cycle(stacked)
@@ -175,6 +179,26 @@ def test_animatezero_with_motion_embeddings_survives_unload(tiny, dynamic_vram, 
         assert torch.equal(video_sample(stacked, positive), first)
         dynamic_cycle(patched)  # the MODEL the stack was built on, loaded after it
         assert_restored(base.model, before)
+
+
+@pytest.mark.parametrize("confinement", ["soft (motion scale)", "hard"])
+def test_regional_motion_on_animatezero_and_embeddings_survives_unload(tiny, dynamic_vram, motion_files,
+                                                                       confinement):
+    model, positive = tiny
+    base = dynamic_twin(model)
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:40, 24:48] = 1
+    with torch.inference_mode():
+        _, stacked = animatezero_with_embeddings(base, motion_files)
+        regional = node("Pix2Gif_RegionalMotion").patch(stacked, mask, confinement, 1.0,
+                                                        background_motion=0.2)["result"][0]
+        assert isinstance(regional, dynamic_vram.ModelPatcherDynamic)
+        before = snapshot(base.model)
+        first = video_sample(regional, positive)
+        assert not torch.equal(first, video_sample(stacked, positive)), "the regional patch acts"
+        dynamic_cycle(regional)
+        assert_restored(base.model, before)
+        assert torch.equal(video_sample(regional, positive), first)
 
 
 def test_pix2gif_model_and_flownet_survive_unload(pix2gif, dynamic_vram):

@@ -263,9 +263,11 @@ def test_measure_motion_reports_flow_inside_and_outside_the_mask(host, input_ima
     assert abs(inside - 8.0) <= 0.8 and abs(outside - 8.0) <= 0.8, moving  # the whole image moves 4, 8, 12 px
 
 
+@pytest.mark.parametrize("confinement", ["hard", "soft (motion scale)"])
 def test_first_latent_pins_the_first_frame_and_the_outside_to_the_photo(host, test_nodes, motion_file, input_images,
-                                                                        executor):
-    prompt = regional_prompt(motion_file, MASK_IMAGE)
+                                                                        executor, confinement):
+    """hard: the first frame and the outside become the photo; soft: only the first frame (nothing else pinned)."""
+    prompt = regional_prompt(motion_file, MASK_IMAGE, options={"confinement": confinement})
     prompt["photo"] = {"class_type": "LoadImage", "inputs": {"image": MASK_IMAGE}}
     prompt["encode"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["photo", 0], "vae": ["ckpt", 2]}}
     prompt["capture_photo"] = {"class_type": "Pix2GifTest_CaptureLatent", "inputs": {"samples": ["encode", 0],
@@ -274,4 +276,204 @@ def test_first_latent_pins_the_first_frame_and_the_outside_to_the_photo(host, te
     frames = video(host, test_nodes, prompt, executor)
     # frame 0's prediction is the photo at every step: the sampler's last step lands on it within float rounding
     torch.testing.assert_close(frames[0], test_nodes.CAPTURED["photo"][0], rtol=0, atol=ROUNDING_ATOL)
-    assert_equals_first_frame(frames, outside_cells())
+    if confinement == "hard":
+        assert_equals_first_frame(frames, outside_cells())
+    else:
+        outside = outside_cells()
+        assert all((frame[:, outside] - frames[0][:, outside]).abs().max() > 1e-2 for frame in frames[1:])
+
+
+SOFT = "soft (motion scale)"
+
+
+def pack_module(pack, name: str):
+    """The pack's ``pix2gif_core.<name>`` module as the host imported it."""
+    return importlib.import_module(f"{pack.__name__}.pix2gif_core.{name}")
+
+
+def test_soft_confinement_with_background_one_is_plain_animatediff(host, test_nodes, motion_file, input_images,
+                                                                   executor):
+    plain = video(host, test_nodes, regional_prompt(motion_file, None), executor)
+    soft = video(host, test_nodes, regional_prompt(motion_file, MASK_IMAGE, options={"confinement": SOFT,
+                                                                                      "background_motion": 1.0}),
+                 executor)
+    assert torch.equal(soft, plain)
+    ones = video(host, test_nodes, regional_prompt(motion_file, 1.0, options={"confinement": SOFT,
+                                                                               "background_motion": 0.0}), executor)
+    assert torch.equal(ones, plain), "a mask of ones scales every key by exactly 1"
+    lowered = video(host, test_nodes, regional_prompt(motion_file, MASK_IMAGE, options={"confinement": SOFT,
+                                                                                         "background_motion": 0.0}),
+                    executor)
+    assert not torch.allclose(lowered, plain, atol=1e-3), "background 0 changes the clip"
+
+
+def block_means(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """``mask`` ``(S, S)`` averaged over ``size`` × ``size`` blocks of equal area (by hand: sum / count)."""
+    cells = mask.shape[0] // size
+    return torch.stack([torch.stack([mask[i * cells:(i + 1) * cells, j * cells:(j + 1) * cells].sum() / cells ** 2
+                                     for j in range(size)]) for i in range(size)])
+
+
+def attention_by_hand(attention, hidden: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """A temporal attention written out for layer-normed tokens ``hidden`` ``(N, F, C)``: PE added, Q/K/V
+    projections, per head softmax(q·kᵀ·scale_n/√d)·v over frames, to_out; keys of sequence n × ``scales[n]``."""
+    tokens = (hidden + attention.pe[:hidden.shape[1]]).double()
+    q, k, v = (tokens @ layer.weight.double().T for layer in (attention.to_q, attention.to_k, attention.to_v))
+    heads = attention.heads
+    d = q.shape[-1] // heads
+    split = [t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2) for t in (q, k, v)]
+    logits = split[0] @ split[1].transpose(-1, -2) / d ** 0.5 * scales.double().view(-1, 1, 1, 1)
+    attended = (logits.softmax(-1) @ split[2]).transpose(1, 2).reshape(q.shape)
+    out = attended @ attention.to_out[0].weight.double().T + attention.to_out[0].bias.double()
+    return out.to(hidden.dtype)
+
+
+def test_soft_confinement_at_background_zero_turns_the_motion_off_outside_the_mask(host, test_nodes, motion_file,
+                                                                                   input_images, pack):
+    """Every temporal attention call of the run, against the attention written out with the mask applied by hand:
+    fully outside the mask its output is that of the module at motion scale 0 (keys × 0: every frame attends to
+    all frames equally), fully inside that of the plain module."""
+    temporal_attention = pack_module(pack, "animatediff.motion_module").TemporalSelfAttention
+    region = torch.zeros(SIZE, SIZE)
+    region[16:40, 24:48] = 1  # the region image of input_images
+    calls = []
+
+    def record(module, inputs, output):
+        if isinstance(module, temporal_attention):
+            calls.append((module, inputs[0].detach().clone(), output.detach().clone()))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        video(host, test_nodes, regional_prompt(motion_file, MASK_IMAGE, options={"confinement": SOFT,
+                                                                                   "background_motion": 0.0}),
+              host.make_executor())  # a fresh executor: nothing cached, every node runs
+    finally:
+        handle.remove()
+    assert calls, "the motion modules' temporal attentions ran"
+    sizes = set()
+    for module, hidden, output in calls:
+        videos = 2  # cond and uncond, each (h·w) sequences, video-major
+        side = int(round((hidden.shape[0] / videos) ** 0.5))
+        sizes.add(side)
+        per_position = block_means(region, side).flatten()
+        scales = per_position.repeat(videos)
+        torch.testing.assert_close(output, attention_by_hand(module, hidden, scales), rtol=1e-4, atol=1e-5)
+        outside, inside = scales == 0, scales == 1
+        motion_off = attention_by_hand(module, hidden, torch.zeros_like(scales))
+        plain = attention_by_hand(module, hidden, torch.ones_like(scales))
+        torch.testing.assert_close(output[outside], motion_off[outside], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(output[inside], plain[inside], rtol=1e-4, atol=1e-5)
+        if side == SIZE // 8:
+            assert outside.any() and inside.any()
+            assert (motion_off[inside] - plain[inside]).abs().max() > 1e-4, "the reference tells the two apart"
+    assert SIZE // 8 in sizes and len(sizes) > 1, sizes
+
+
+def test_soft_confinement_composes_with_animatezero_and_motion_embeddings(host, test_nodes, motion_file,
+                                                                           input_images, executor, pack, tmp_path):
+    """On one MODEL: motion embeddings → AnimateZero (pinning, K/V sharing, window attention) → Regional Motion
+    soft. Background 1 = that chain bit for bit; at background 0 the per-position key scales reach the window
+    and the embedding attentions (whose handling of them tests/core checks) and change the clip; AnimateZero's
+    first frame stays the image."""
+    from pix2gif_core.motion_inversion.embeddings import save_motion_embeddings
+
+    import workflow
+
+    workflow.use_embeddings_folder(tmp_path)
+    save_motion_embeddings(workflow.tiny_motion_embeddings(3, frames=FRAMES), tmp_path / "fyc_soft.safetensors")
+
+    def chain(options: dict | None) -> dict:
+        prompt = regional_prompt(motion_file, MASK_IMAGE if options else None, options=options, animatezero=True)
+        prompt["load_emb"] = {"class_type": "Pix2Gif_LoadMotionEmbeddings",
+                              "inputs": {"embeddings_name": "fyc_soft.safetensors"}}
+        prompt["apply_emb"] = {"class_type": "Pix2Gif_ApplyMotionEmbeddings",
+                               "inputs": {"model": ["apply_mm", 0], "motion_embeddings": ["load_emb", 0],
+                                          "mode": "as_trained", "strength": 1.0, "resolution": "interpolate"}}
+        prompt["az"]["inputs"]["model"] = ["apply_emb", 0]
+        return prompt
+
+    variants = pack_module(pack, "animatezero.window_attention").PositionCorrectedWindowAttention, \
+        pack_module(pack, "motion_inversion.embeddings").MotionModuleEmbeddingVariant
+    temporal_attention = pack_module(pack, "animatediff.motion_module").TemporalSelfAttention
+    scaled_in = set()
+
+    def record(module, inputs, output):
+        if isinstance(module, temporal_attention) and module.key_scale_map is not None and len(inputs) > 1:
+            scaled_in.update(type(inputs[1]) for kind in variants if isinstance(inputs[1], kind))
+
+    plain = video(host, test_nodes, chain(None), executor)
+    assert not torch.equal(plain, video(host, test_nodes, regional_prompt(motion_file, None, animatezero=True),
+                                        executor)), "the embeddings act"
+    unchanged = video(host, test_nodes, chain({"confinement": SOFT, "background_motion": 1.0}), executor)
+    assert torch.equal(unchanged, plain)
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        lowered = video(host, test_nodes, chain({"confinement": SOFT, "background_motion": 0.0}), executor)
+    finally:
+        handle.remove()
+    assert scaled_in == set(variants)
+    assert not torch.allclose(lowered, plain, atol=1e-3)
+    assert torch.equal(lowered[0], test_nodes.CAPTURED["first"][0]), "AnimateZero's pinned first frame is kept"
+
+
+def report_values(text: str) -> tuple[float, float]:
+    """(inside, outside) from Regional Motion Report's text."""
+    inside = float(text.split("inside the mask ")[1].split(" px")[0])
+    outside = float(text.split("), outside ")[1].split(" px")[0])
+    return inside, outside
+
+
+def test_regional_motion_report_measures_a_clip_of_known_motion(host, motion_file, input_images, texture_image):
+    """A clip whose motion is known by construction (the texture translated 4, 8, 12 px: 8 px on average against
+    frame 0) through Regional Motion Report with Regional Motion's mask and target: the measured flow, the same
+    as Measure Motion's, and the proportional strength suggestion."""
+    prompt = regional_prompt(motion_file, MASK_IMAGE, options={"strength": 0.5, "target_motion": 4.0})
+    for node in ("sample", "capture"):
+        del prompt[node]
+    clip = {"image": {"class_type": "LoadImage", "inputs": {"image": texture_image}},
+            "clip": {"class_type": "Pix2Gif_MotionPreview",
+                     "inputs": {"image": ["image", 0], "motion": "translate", "magnitude": 12.0, "direction": 0.0,
+                                "frames": 4, "edge": "reflect", "center_x": 0.5, "center_y": 0.5,
+                                "sway_cycles": 1.0}}}
+    measure_text = measured_flow(host, clip)
+    scaled = {"region_image": {"class_type": "MaskToImage", "inputs": {"mask": ["mask", 0]}},
+              "region_scaled": {"class_type": "ImageScale",
+                                "inputs": {"image": ["region_image", 0], "upscale_method": "nearest-exact",
+                                           "width": SIZE * 2, "height": SIZE * 2, "crop": "disabled"}},
+              "region_mask": {"class_type": "ImageToMask", "inputs": {"image": ["region_scaled", 0],
+                                                                      "channel": "red"}}}
+    prompt.update(clip | scaled)
+    prompt["regional"]["inputs"]["mask"] = ["region_mask", 0]
+    prompt["report"] = {"class_type": "Pix2Gif_RegionalMotionReport",
+                        "inputs": {"images": ["clip", 0], "regional": ["regional", 2]}}
+    result = host.run(prompt)
+    assert result.success, result.error or result.validation_error
+    text = result.outputs["report"]["text"][0]
+    inside, outside = report_values(text)
+    assert abs(inside - 8.0) <= 0.8 and abs(outside - 8.0) <= 0.8, text
+    assert (inside, outside) == flow_values(measure_text), (text, measure_text)
+    assert f"target 4.00 px: {abs(inside - 4.0) / 4.0:.0%} above" in text
+    assert f"try strength {0.5 * 4.0 / inside:.2f} (made at 0.50)" in text
+
+
+def test_regional_motion_report_on_the_sampled_clip_equals_measure_motion(host, test_nodes, motion_file,
+                                                                          input_images, executor):
+    prompt = regional_prompt(motion_file, MASK_IMAGE, options={"target_motion": 2.0})
+    prompt["decode"] = {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["ckpt", 2]}}
+    prompt["report"] = {"class_type": "Pix2Gif_RegionalMotionReport",
+                        "inputs": {"images": ["decode", 0], "regional": ["regional", 2]}}
+    prompt["measure"] = {"class_type": "Pix2Gif_MeasureMotion", "inputs": {"images": ["decode", 0],
+                                                                            "mask": ["mask", 0]}}
+    result = host.run(prompt, executor=executor)
+    assert result.success, result.error or result.validation_error
+    text = result.outputs["report"]["text"][0]
+    assert report_values(text) == flow_values(result.outputs["measure"]["text"][0]), text
+    assert "target 2.00 px" in text
+    single = dict(prompt)
+    single["one_frame"] = {"class_type": "ImageFromBatch", "inputs": {"image": ["decode", 0], "batch_index": 0,
+                                                                      "length": 1}}
+    single["report"] = {"class_type": "Pix2Gif_RegionalMotionReport",
+                        "inputs": {"images": ["one_frame", 0], "regional": ["regional", 2]}}
+    refused = host.run(single, executor=executor)
+    assert not refused.success
+    assert "[Regional Motion Report] images holds 1 frame" in refused.error["exception_message"]

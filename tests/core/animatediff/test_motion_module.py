@@ -47,9 +47,11 @@ def reference_layer_norm(x: Tensor, params: dict[str, Tensor], name: str, eps: f
     return centred / torch.sqrt(variance + eps) * params[name + ".weight"] + params[name + ".bias"]
 
 
-def reference_motion_module(params: dict[str, Tensor], x: Tensor, frames: int, key_scale: float = 1.0) -> Tensor:
+def reference_motion_module(params: dict[str, Tensor], x: Tensor, frames: int, key_scale: float = 1.0,
+                            position_scales: Tensor | None = None) -> Tensor:
     """GroupNorm → proj_in → 2×(LN, +PE, QKV, per-head softmax over frames at each position, out) → GEGLU FF →
-    proj_out → + x, written with explicit sums over the (video, y, x, frame, channel) axes."""
+    proj_out → + x, written with explicit sums over the (video, y, x, frame, channel) axes. Keys × ``key_scale``,
+    and at position (y, x) of every video also × ``position_scales[y, x]``."""
     batch_frames, channels, height, width = x.shape
     videos, head_dim = batch_frames // frames, channels // HEADS
     groups = x.reshape(batch_frames, 32, -1)
@@ -59,6 +61,8 @@ def reference_motion_module(params: dict[str, Tensor], x: Tensor, frames: int, k
     hidden = torch.einsum("bfcyx->byxfc", normed.reshape(videos, frames, channels, height, width))
     hidden = reference_linear(hidden, params, T + "proj_in")
     pe = reference_position_table(frames, channels)
+    if position_scales is not None:
+        key_scale = key_scale * position_scales.double()[None, :, :, None, None, None]  # (b, y, x, f, heads, d)
     for index in range(2):
         attention = f"{BLOCK}attention_blocks.{index}."
         tokens = reference_layer_norm(hidden, params, f"{BLOCK}norms.{index}") + pe
@@ -304,3 +308,38 @@ def test_module_set_names_channels_and_unet_positions() -> None:
 def test_unknown_version_is_refused() -> None:
     with pytest.raises(Pix2GifInputError, match="'v4' is unknown"):
         MotionModuleConfig("v4", (32,), 2, (32,), 3, None, 32)
+
+
+def test_injected_module_scales_keys_per_position() -> None:
+    """A per-position motion scale (FrameContext.key_scales, as Regional Motion's soft confinement sets it) acts
+    at each position of every video as the module's key scale there: 0 = frames averaged, 1 = unchanged."""
+    from pix2gif_core.animatediff.injection import FrameContext, InjectedMotionModule
+
+    module = random_module(channels=64, pe_length=32)
+    x = random_frames(videos=2, frames=6, channels=64, height=2, width=3)
+    scales = torch.tensor([[0.0, 1.0, 0.5], [1.0, 0.0, 2.0]], dtype=torch.float64)
+    context = FrameContext(video_length=6, key_scales=lambda hw, like: scales.flatten().to(like))
+    injected = InjectedMotionModule("down_blocks.0.motion_modules.0", module, context)
+    with torch.no_grad():
+        ours = injected(x)
+        context.key_scales = None
+        plain = injected(x)
+    expected = reference_motion_module(dict(module.state_dict()), x, 6, position_scales=scales)
+    assert_near(ours, expected, 1e-10)
+    assert torch.equal(ours[:, :, 0, 1], plain[:, :, 0, 1]) and torch.equal(ours[:, :, 1, 0], plain[:, :, 1, 0])
+    assert (ours[:, :, 0, 0] - plain[:, :, 0, 0]).abs().max() > 1e-3
+
+
+def test_attend_scales_the_keys_of_each_sequence() -> None:
+    torch.manual_seed(3)
+    attention = TemporalSelfAttention(16, pe_length=8, heads=2).double()
+    q, k, v = (torch.randn(3, 5, 16, dtype=torch.float64) for _ in range(3))
+    attention.key_scale_map = torch.tensor([0.0, 1.0, 0.3], dtype=torch.float64)[:, None, None]
+    scaled = attention.attend(q, k, v)
+    attention.key_scale_map = None
+    for n, scale in enumerate((0.0, 1.0, 0.3)):
+        attention.key_scale = scale
+        assert_near(scaled[n:n + 1], attention.attend(q[n:n + 1], k[n:n + 1], v[n:n + 1]), 1e-12)
+    attention.key_scale_map = torch.ones(2, 1, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="2 sequence scales for 3 token sequences"):
+        attention.attend(q, k, v)

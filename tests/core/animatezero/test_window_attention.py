@@ -296,3 +296,21 @@ def test_inference_mode_weights_replaced_as_comfyui_patches_them_give_the_new_nu
         attn.to_q.weight = torch.nn.Parameter(attn.to_q.weight * 1.5, requires_grad=False)
         got = variant(attn, hidden, pe)
     torch.testing.assert_close(got, naive_window_attention(attn, hidden, pe, 4))
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 1])
+def test_per_sequence_key_scales_are_each_sequence_at_that_key_scale(chunk_bytes):
+    """``key_scale_map`` (a motion scale per token sequence, e.g. Regional Motion's soft mask): sequence n equals
+    the naive window attention at key scale ``s_n`` (0: the window slots averaged), across chunk boundaries."""
+    attn = make_attention()
+    hidden = torch.randn(6, 5, 8, dtype=torch.float64)
+    pe = torch.randn(5, 8, dtype=torch.float64)
+    scales = torch.tensor([0.0, 0.5, 1.0, 1.7, 0.0, 1.0], dtype=torch.float64)
+    attn.key_scale_map = scales[:, None, None]
+    got = PositionCorrectedWindowAttention(3, chunk_bytes=chunk_bytes)(attn, hidden, pe)
+    attn.key_scale_map = None
+    for n, scale in enumerate(scales.tolist()):
+        attn.key_scale = scale
+        torch.testing.assert_close(got[n:n + 1], naive_window_attention(attn, hidden[n:n + 1], pe, 3))
+    attn.key_scale = 1.0
+    assert (got[0] - PositionCorrectedWindowAttention(3)(attn, hidden, pe)[0]).abs().max() > 1e-3
