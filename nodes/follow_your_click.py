@@ -37,7 +37,14 @@ from ..pix2gif_core.follow_your_click.mask_overlay import mask_overlay
 from ..pix2gif_core.follow_your_click.motion_scale_mask import check_background, motion_scale_masks
 from ..pix2gif_core.follow_your_click.motion_target import check_motion_target, describe
 from ..pix2gif_core.follow_your_click.regional_confinement import CONFINEMENTS, confine, latent_region, shared_noise
-from ..pix2gif_core.follow_your_click.sam_segmentation import BEST, SamSegmenter, load_sam, refine_mask, segment
+from ..pix2gif_core.follow_your_click.sam_segmentation import (
+    BEST,
+    SamSegmenter,
+    check_coverage,
+    load_sam,
+    refine_mask,
+    segment,
+)
 from ..pix2gif_core.video.animation_writer import write_workflow_image
 from . import model_folders
 from .animatediff_injection import motion_placement, set_temporal_key_scales
@@ -120,7 +127,8 @@ class ClickMask:
     DESCRIPTION = ("Segment Anything from clicks: positive clicks on the object, negative ones on what must stay "
                    "out, in image pixels (x right, y down, from the top-left corner). Multimask output; the "
                    "best-scoring mask is taken unless another is chosen; optionally grown (dilation) and softened "
-                   "(feather) in pixels. One mask per image of the batch. Place the clicks on the image in the node "
+                   "(feather) in pixels. One mask per image of the batch; a mask that selects nothing or the whole image is "
+                   "refused (move or add clicks). Place the clicks on the image in the node "
                    "(click: object; shift- or right-click: background; drag: move; right-click a click: remove); "
                    "after a run the node shows the first image's mask over it.")
 
@@ -163,11 +171,12 @@ class ClickMask:
             clicks = parse_clicks(points, image.shape[2], image.shape[1])
         progress = comfy.utils.ProgressBar(image.shape[0])
         masks = []
-        for frame in image[..., :3]:
+        for index, frame in enumerate(image[..., :3]):
             comfy.model_management.throw_exception_if_processing_interrupted()
             pixels = (frame.float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
             with reported_as(self.TITLE):
                 mask = segment(sam, np.ascontiguousarray(pixels), clicks, mask_index=MASK_CHOICES[mask_choice])
+                check_coverage(mask, f" in image {index + 1} of {image.shape[0]}" if image.shape[0] > 1 else "")
             masks.append(refine_mask(mask, dilation, feather))
             progress.update(1)
         preview = self._preview(image[0], masks[0])

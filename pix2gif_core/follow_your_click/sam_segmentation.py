@@ -151,6 +151,19 @@ def segment(segmenter: SamSegmenter, image: np.ndarray, clicks: Clicks, *, mask_
     return (logits[chosen] > MASK_THRESHOLD).float()
 
 
+def check_coverage(mask: torch.Tensor, where: str = "") -> None:
+    """Refuse a mask ``(H, W)`` from :func:`segment` that selects no pixel or every pixel (``where``: e.g. " in
+    image 3" for the message): neither confines motion to an object."""
+    selected = int((mask > MASK_THRESHOLD).sum())
+    if selected == 0:
+        raise Pix2GifInputError(f"points: SAM's mask at these clicks covers nothing{where}; move the positive clicks "
+                                "onto the object (or add more on it), or choose another mask_choice")
+    if selected == mask.numel():
+        raise Pix2GifInputError(f"points: SAM's mask at these clicks covers the whole image{where}, so nothing would "
+                                "stay still; click on the object rather than the background, add negative clicks "
+                                "on the background, or choose mask_choice '0 (smallest)'")
+
+
 def refine_mask(mask: torch.Tensor, dilation: int, feather: int) -> torch.Tensor:
     """``mask`` ``(H, W)`` in [0, 1] grown by ``dilation`` pixels (square neighbourhood), then its edge softened
     over ``feather`` pixels (Gaussian blur, σ = feather / 2, truncated at ``feather``). 0, 0 = unchanged."""

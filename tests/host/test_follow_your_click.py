@@ -92,6 +92,28 @@ def test_bad_clicks_are_refused(host, sam_name, input_images, points, words):
     assert "[Click Mask] points" in message and words in message
 
 
+@pytest.mark.parametrize("hyper_bias, words", [(0.0, "covers nothing"), (1.0, "covers the whole image")])
+def test_a_mask_of_nothing_or_everything_is_refused(host, sam_name, input_images, hyper_bias, words):
+    """A SAM whose mask logits are 0 everywhere (hypernetwork output 0) selects nothing; one whose logits are
+    positive everywhere (constant upscaled embedding, positive hypernetwork output) selects every pixel."""
+    import folder_paths
+
+    model = sam_models.tiny_sam(0)
+    decoder = model.mask_decoder
+    with torch.no_grad():
+        for mlp in decoder.output_hypernetworks_mlps:
+            mlp.proj_out.weight.zero_()
+            mlp.proj_out.bias.fill_(hyper_bias)
+        decoder.upscale_conv2.weight.zero_()
+        decoder.upscale_conv2.bias.fill_(1.0)
+    name = f"tiny_sam_logits_{hyper_bias:g}"
+    model.save_pretrained(Path(folder_paths.get_folder_paths("sams")[-1]) / name, safe_serialization=True)
+    result = host.run(sam_models.click_mask_prompt(name, OBJECTS_IMAGE, "[[18, 20, 1]]"))
+    assert not result.success
+    message = result.error["exception_message"]
+    assert "[Click Mask] points" in message and words in message and "click" in message
+
+
 def regional_prompt(motion_file: str, mask: str | float | None, *, options: dict | None = None,
                     animatezero: bool = False) -> dict:
     """Tiny checkpoint → motion model (→ AnimateZero with a generated first frame) (→ Regional Motion with the
