@@ -127,10 +127,10 @@ class ClickMask:
     DESCRIPTION = ("Segment Anything from clicks: positive clicks on the object, negative ones on what must stay "
                    "out, in image pixels (x right, y down, from the top-left corner). Multimask output; the "
                    "best-scoring mask is taken unless another is chosen; optionally grown (dilation) and softened "
-                   "(feather) in pixels. One mask per image of the batch; a mask that selects nothing or the whole image is "
-                   "refused (move or add clicks). Place the clicks on the image in the node "
-                   "(click: object; shift- or right-click: background; drag: move; right-click a click: remove); "
-                   "after a run the node shows the first image's mask over it.")
+                   "(feather) in pixels. One mask per image of the batch; a mask that selects nothing or the whole "
+                   "image is refused (move or add clicks). Place the clicks on the image in the node (click: "
+                   "object; shift- or right-click: background; drag: move; right-click a click: remove); after a run "
+                   "the node shows the first image's mask over it.")
 
     @classmethod
     def INPUT_TYPES(cls):
