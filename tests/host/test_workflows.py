@@ -200,3 +200,5 @@ def test_follow_your_click_regional(host, test_nodes, tmp_path):
         else:
             torch.testing.assert_close(frame[:, ~moving], latents[0][:, ~moving], rtol=0, atol=1e-5)
     assert (latents[1:, :, moving] - latents[0][:, moving]).abs().max() > 1e-2, "the region moves"
+    (report,) = result.outputs["23"]["text"]  # Regional Motion Report on the decoded clip
+    assert "inside" in report and "outside" in report
