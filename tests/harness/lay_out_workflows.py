@@ -118,8 +118,8 @@ NOTES = {
         "(16 trained), fps.",
     "i2vgen_xl_cascade.json":
         "I2VGen-XL cascade: the base stage at 640×352, then I2VGen-XL Refine resizes the clip to 1280×704, "
-        "DDIM-inverts it to t 700 and re-samples 30 steps (dpmpp_2m_sde, cfg 9) with a brief text – VGen's sr600 "
-        "recipe. The paper's refinement model was never released (VGen #49/#86): the same public model refines "
+        "DDIM-inverts it to t 700 with the empty text and re-samples 30 steps (dpmpp_2m_sde, cfg 9) with a brief "
+        "text – VGen's sr600 recipe. The paper's refinement model was never released (VGen #49/#86): the same public model refines "
         "here; an SD1.5 + Apply Motion Model MODEL can refine at 512×512 instead.\n\n" + I2VGEN_XL_FILES + " " +
         SAMPLE_IMAGE + "\nChange: the brief text; noise_level (lower keeps more of the base clip); mode (noise "
         "(SDEdit) skips the inversion); the target size (e.g. 960×528 when memory is short).",
