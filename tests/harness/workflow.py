@@ -98,8 +98,8 @@ def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
     registered with the host), a Follow-Your-Click one a tiny file in the official layout (``follow_your_click/``),
     a SAM name a tiny random SAM folder (``sams/``); motion embeddings are read from and saved to
     ``motion_embeddings/`` next to it, where a motion-embeddings file name becomes tiny random embeddings for the
-    tiny motion model. Needs the
-    test-only custom nodes (tests/harness/custom_nodes) loaded and the repository root on sys.path.
+    tiny motion model. Needs the test-only custom nodes (tests/harness/custom_nodes) loaded and the repository root
+    on sys.path.
     The I2VGen-XL loaders get tiny parts (:func:`_use_tiny_i2vgen_xl`).
     """
     motion_dir.mkdir(parents=True, exist_ok=True)
@@ -113,11 +113,12 @@ def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
         elif node["class_type"] == "Pix2Gif_LoadMotionModel":
             inputs["model_name"] = TINY_MOTION_FILE
         elif node["class_type"] == "Pix2Gif_LoadPix2GifModel":
-            inputs["ckpt_name"] = _tiny_pix2gif_file(motion_dir.parent / "checkpoints")
+            inputs["ckpt_name"] = _tiny_file(motion_dir.parent, "checkpoints", TINY_PIX2GIF_FILE, write_tiny_pix2gif)
         elif node["class_type"] == "Pix2Gif_LoadFollowYourClickModel":
-            inputs["ckpt_name"] = _tiny_follow_your_click_file(motion_dir.parent / "follow_your_click")
+            inputs["ckpt_name"] = _tiny_file(motion_dir.parent, "follow_your_click", TINY_FOLLOW_YOUR_CLICK_FILE,
+                                           _write_tiny_follow_your_click)
         elif node["class_type"] == "Pix2Gif_LoadSamModel":
-            inputs["sam_name"] = _tiny_sam_folder(motion_dir.parent / "sams")
+            inputs["sam_name"] = _tiny_file(motion_dir.parent, "sams", TINY_SAM_FOLDER, _write_tiny_sam)
         if node["class_type"] in EMBEDDING_NODES:
             use_embeddings_folder(motion_dir.parent / "motion_embeddings")
         if node["class_type"] == "Pix2Gif_LoadMotionEmbeddings":
@@ -130,47 +131,23 @@ def use_tiny_models(prompt: dict, motion_dir: Path) -> None:
         _use_tiny_i2vgen_xl(node, motion_dir.parent)
 
 
-def _tiny_pix2gif_file(folder: Path) -> str:
-    """Write (once per folder) the tiny Pix2Gif checkpoint into ``folder``, registered as a checkpoints folder."""
-    import folder_paths
-
-    if not (folder / TINY_PIX2GIF_FILE).is_file():
-        write_tiny_pix2gif(folder / TINY_PIX2GIF_FILE)
-    if str(folder) not in folder_paths.get_folder_paths("checkpoints"):
-        folder_paths.add_model_folder_path("checkpoints", str(folder))
-    return TINY_PIX2GIF_FILE
-
-
-def _tiny_follow_your_click_file(folder: Path) -> str:
-    """Write (once per folder) a tiny Follow-Your-Click checkpoint (official layout) for the tiny checkpoint's UNet
-    (seed 0, as the swapped Load Checkpoint gives) into ``folder``, registered as a follow_your_click folder."""
+def _write_tiny_follow_your_click(path: Path) -> None:
+    """A tiny Follow-Your-Click checkpoint (official layout) for the tiny checkpoint's UNet (seed 0, as the swapped
+    Load Checkpoint gives)."""
     import comfy.utils
-    import folder_paths
     import nodes
 
-    if not (folder / TINY_FOLLOW_YOUR_CLICK_FILE).is_file():
-        test_pack = sys.modules[nodes.NODE_CLASS_MAPPINGS["Pix2GifTest_TinyCheckpoint"].__module__]
-        model = test_pack.build_model(0)
-        checkpoints = _fixture("follow_your_click_checkpoints")
-        folder.mkdir(parents=True, exist_ok=True)
-        checkpoints.write_safetensors(folder / TINY_FOLLOW_YOUR_CLICK_FILE, checkpoints.make_follow_your_click_state_dict(
-            model.model.diffusion_model.state_dict(), comfy.utils.unet_to_diffusers(model.model.model_config.unet_config),
-            _fixture("motion_checkpoints").make_motion_state_dict("v1", seed=1)))
-    if str(folder) not in folder_paths.get_folder_paths("follow_your_click"):
-        folder_paths.add_model_folder_path("follow_your_click", str(folder))
-    return TINY_FOLLOW_YOUR_CLICK_FILE
+    test_pack = sys.modules[nodes.NODE_CLASS_MAPPINGS["Pix2GifTest_TinyCheckpoint"].__module__]
+    model = test_pack.build_model(0)
+    checkpoints = _fixture("follow_your_click_checkpoints")
+    checkpoints.write_safetensors(path, checkpoints.make_follow_your_click_state_dict(
+        model.model.diffusion_model.state_dict(), comfy.utils.unet_to_diffusers(model.model.model_config.unet_config),
+        _fixture("motion_checkpoints").make_motion_state_dict("v1", seed=1)))
 
 
-def _tiny_sam_folder(root: Path) -> str:
-    """Write (once per folder) a tiny random SAM in the Hugging Face layout into ``root``, registered as a sams
-    folder."""
-    import folder_paths
-
-    if not (root / TINY_SAM_FOLDER / "config.json").is_file():
-        _fixture("sam_models").write_tiny_sam(root / TINY_SAM_FOLDER, seed=TINY_SAM_SEED)
-    if str(root) not in folder_paths.get_folder_paths("sams"):
-        folder_paths.add_model_folder_path("sams", str(root))
-    return TINY_SAM_FOLDER
+def _write_tiny_sam(path: Path) -> None:
+    """A tiny random SAM in the Hugging Face layout (a folder)."""
+    _fixture("sam_models").write_tiny_sam(path, seed=TINY_SAM_SEED)
 
 
 def tiny_motion_embeddings(seed: int = 0, *, frames: int = 16, version: str = "v3", scale: float = 0.5,
@@ -240,11 +217,12 @@ def _unet_folder() -> str:
 
 
 def _tiny_file(models: Path, kind: str, name: str, write) -> str:
-    """``models/<kind>/<name>``, written by ``write(path)`` once and its folder registered as a ``kind`` folder."""
+    """``models/<kind>/<name>`` (a file, or a folder such as a SAM's), written by ``write(path)`` once and its
+    folder registered as a ``kind`` folder."""
     import folder_paths
 
     folder = models / kind
-    if not (folder / name).is_file():
+    if not (folder / name).exists():
         folder.mkdir(parents=True, exist_ok=True)
         write(folder / name)
     if str(folder) not in folder_paths.get_folder_paths(kind):

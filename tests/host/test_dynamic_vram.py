@@ -282,7 +282,8 @@ def test_follow_your_click_model_survives_unload_and_samples_the_same(tiny, foll
 
     model, _ = tiny
     positive, negative, latent = follow_your_click_conditioning
-    name = workflow._tiny_follow_your_click_file(tmp_path / "follow_your_click")
+    name = workflow._tiny_file(tmp_path, "follow_your_click", workflow.TINY_FOLLOW_YOUR_CLICK_FILE,
+                               workflow._write_tiny_follow_your_click)
 
     def sample(patcher) -> torch.Tensor:
         noise = comfy.sample.prepare_noise(latent["samples"], 0)
