@@ -22,7 +22,8 @@ INSIDE_THRESHOLD = 0.5
 
 @dataclass(frozen=True)
 class RegionMotion:
-    """``inside``/``outside``: mean flow magnitude in pixels; ``points_inside``/``points_outside``: tracked points."""
+    """``inside``/``outside``: mean flow magnitude in pixels; ``points_inside``/``points_outside``: the points the
+    means average (tracked into at least one frame)."""
 
     inside: float
     outside: float
@@ -52,6 +53,6 @@ def region_motion(frames: torch.Tensor, mask: torch.Tensor, chunk: int | None = 
     valid = torch.cat([part.valid for part in parts])
     at = points.round().long()
     inside = (mask.to(points.device)[at[:, 1], at[:, 0]] > INSIDE_THRESHOLD)[None]
-    tracked = valid.all(dim=0)
+    tracked = valid.any(dim=0)
     return RegionMotion(_mean(norms, valid & inside), _mean(norms, valid & ~inside),
                         int((tracked & inside[0]).sum()), int((tracked & ~inside[0]).sum()))

@@ -33,6 +33,15 @@ def test_moving_square_inside_still_background_outside():
     assert result.points_inside > 5 and result.points_outside > 20
 
 
+def test_the_point_counts_are_the_points_the_means_average():
+    """A frame into which some points are lost (frame 0 rolled 6 px right: those near the right edge leave the
+    image) drops them from that frame only; they still count in the other frames' means, so they are counted."""
+    clip, mask = clip_with_moving_square(2)
+    lost_in_one_frame = torch.cat([clip, torch.roll(clip[:1], shifts=6, dims=2)])
+    before, after = region_motion(clip, mask), region_motion(lost_in_one_frame, mask)
+    assert (after.points_inside, after.points_outside) == (before.points_inside, before.points_outside)
+
+
 def test_still_clip_is_zero_and_wrong_mask_size_is_refused():
     clip, mask = clip_with_moving_square(0)
     result = region_motion(clip, mask)
