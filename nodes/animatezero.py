@@ -38,7 +38,7 @@ from ..pix2gif_core.animatezero.first_frame_features import (FeatureRecorder, Fi
                                                              first_frame_anchors)
 from ..pix2gif_core.animatezero.first_frame_pinning import (FirstFrameTrajectory, TrajectoryRecorder,
                                                             check_latent_size, inverted_trajectory, pin_first_frames)
-from ..pix2gif_core.animatezero.shared_kv_attention import SHARING_MODES, shared_kv_attention
+from ..pix2gif_core.animatezero.shared_kv_attention import SHARING_MODES, in_sigma_range, shared_kv_attention
 from ..pix2gif_core.animatezero.trajectory_replay import TrajectoryReplay
 from ..pix2gif_core.animatezero.window_attention import PositionCorrectedWindowAttention
 from ..pix2gif_core.diffusion.ddim_inversion import ddim_invert
@@ -298,20 +298,21 @@ def _record_spatial_kv(model, recorder: FeatureRecorder) -> None:
 def _shared_kv_patch(mode: str, source: str, sigma_range: tuple[float, float] | None):
     """``attn1_replace`` patch: every frame attends to frame 1's keys/values (recorded ones for ``source`` "image
     pass", where the evaluation has them) while ``sigma_end ≤ σ ≤ sigma_start`` (``sigma_range``; None = the
-    whole denoising, σ never read), else the host's attention. σ is read once per UNet call: every layer of a
-    call gets the same ``sigmas`` tensor."""
-    kernels, decided = {}, [None, True]  # the last call's sigmas tensor and whether it shares
+    whole denoising), else to its own as the host's attention does. The range is decided once per UNet call
+    (every layer of a call gets the same ``sigmas`` tensor) by :func:`in_sigma_range`: on an accelerator on the
+    device, σ never read."""
+    kernels, decided = {}, [None, None]  # the last call's sigmas tensor and whether it shares
 
-    def shares(sigmas) -> bool:
+    def sharing(sigmas):
         if sigma_range is None or sigmas is None:
-            return True
+            return None
         if sigmas is not decided[0]:
-            sigma_end, sigma_start = sigma_range
-            decided[:] = [sigmas, sigma_end <= float(sigmas.max()) <= sigma_start]
+            decided[:] = [sigmas, in_sigma_range(sigmas, sigma_range)]
         return decided[1]
 
     def attention(q, k, v, extra_options):
-        if not shares(extra_options.get("sigmas")):
+        active = sharing(extra_options.get("sigmas"))
+        if active is False:
             return _host_attention(extra_options, q, k, v)
         precision = extra_options.get("attn_precision")
         kernel = kernels.get(precision) or kernels.setdefault(precision, host_attention(precision))
@@ -322,7 +323,8 @@ def _shared_kv_patch(mode: str, source: str, sigma_range: tuple[float, float] | 
             anchor_k, anchor_v, _ = first_frame_anchors(k, v, frames, branches, _layer(extra_options),
                                                         extra_options.get(FEATURES_OPTION, {}))
             anchors = (anchor_k, anchor_v)
-        return shared_kv_attention(q, k, v, extra_options["n_heads"], frames, mode, kernel=kernel, anchors=anchors)
+        return shared_kv_attention(q, k, v, extra_options["n_heads"], frames, mode, kernel=kernel, anchors=anchors,
+                                   active=active)
 
     return attention
 

@@ -82,14 +82,44 @@ def _multi_head_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, kernel: A
     return attended.transpose(1, 2).reshape(batch, queries, channels)
 
 
+#: device types whose σ :func:`in_sigma_range` reads (reading waits for no other device)
+READ_ON_HOST = ("cpu",)
+
+
+def in_sigma_range(sigmas: Tensor, sigma_range: tuple[float, float]) -> bool | Tensor:
+    """Whether a UNet call at ``sigmas`` (its batch's levels; the largest counts) lies in ``sigma_range`` =
+    ``(σ_end, σ_start)``, bounds included, as :func:`shared_kv_attention`'s ``active``: a Python bool for a CPU
+    tensor (read at no cost; the attention then skips what it does not need), else – on an accelerator, or while
+    ``torch.compile`` traces – a 0-dim bool on the tensor's device (nothing read, no device sync)."""
+    sigma_end, sigma_start = sigma_range
+    if sigmas.device.type in READ_ON_HOST and not torch.compiler.is_compiling():
+        return sigma_end <= float(sigmas.max()) <= sigma_start
+    level = sigmas.max()
+    return (level >= sigma_end) & (level <= sigma_start)
+
+
+def _own_or_anchor(own: Tensor, anchor: Tensor, video_length: int, mode: str, active: Tensor) -> Tensor:
+    """Per-frame keys (or values) ``(B·F, T or 2T, C)`` from ``own`` ``(B·F, T, C)`` and the chunks' ``anchor``
+    ``(chunks, T, C)``: the anchor's tokens where ``active`` (after the own ones for "concat"), else the own ones."""
+    frames = own.reshape(anchor.shape[0], video_length, *own.shape[1:])
+    picked = torch.where(active, anchor[:, None], frames)
+    if mode == "concat":
+        picked = torch.cat([frames, picked], dim=2)
+    return picked.reshape(own.shape[0], -1, own.shape[2])
+
+
 def shared_kv_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, video_length: int, mode: str, *,
                         kernel: AttentionKernel = sdpa_attention,
-                        anchors: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                        anchors: tuple[Tensor, Tensor] | None = None, active: bool | Tensor | None = None) -> Tensor:
     """Spatial self-attention with keys/values from each chunk's anchor → ``(B·F, T, C)`` (before ``to_out``).
 
     ``q``, ``k``, ``v``: projected ``(B·F, T, C)`` as ``attn1_replace`` receives them; ``heads``:
     ``extra_options["n_heads"]``; softmax scale ``1/√(C/heads)``. ``anchors``: keys and values
     ``(chunks, T', C)`` of each chunk's first frame; None = frame 0 of each chunk of ``k``, ``v``.
+    ``active`` (e.g. :func:`in_sigma_range`): None or True = shared; False = every frame's plain self-attention;
+    a 0-dim bool tensor = decided on its device, nothing read: where False "replace" is plain self-attention and
+    "concat" attends to each frame's own tokens twice (the same softmax: weights halve, values add up), at the cost
+    of a shared step.
     """
     _check_mode(mode)
     chunks = _chunk_count(q, video_length, "queries")
@@ -107,6 +137,14 @@ def shared_kv_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, video_lengt
             raise Pix2GifInputError(
                 f"first-frame keys {tuple(anchor_k.shape)} and values {tuple(anchor_v.shape)} must hold one "
                 f"(tokens, {channels}) anchor for each of the {chunks} videos.")
+    if active is False:
+        return _multi_head_attention(q, k, v, heads, kernel)
+    if isinstance(active, Tensor):
+        if anchor_k.shape[1] != tokens:
+            raise Pix2GifInputError(f"first-frame keys {tuple(anchor_k.shape)} must have the frames' {tokens} tokens "
+                                    "to be shared for part of the denoising.")
+        return _multi_head_attention(q, *(_own_or_anchor(own, anchor, video_length, mode, active)
+                                          for own, anchor in ((k, anchor_k), (v, anchor_v))), heads, kernel)
     if mode == "concat":
         def own_then_anchor(own: Tensor, anchor: Tensor) -> Tensor:
             frames = own.reshape(chunks, video_length, own.shape[1], channels)

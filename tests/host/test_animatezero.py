@@ -426,8 +426,10 @@ def test_unet_calls_convert_no_tensor_to_python_after_the_first_evaluations(host
     recorded first frame and of the image pass's keys/values, pinning, K/V sharing on every spatial
     self-attention, window attention, motion modules, the host's UNet): after the run's first evaluations
     (schedule check, departure check, read replay index) nothing is read from the device – the recorded
-    evaluation is found and gathered on the device – except one σ read per call for a K/V start/end range; a host
-    that does not mark its sampling runs (2024-03) reads the replay index once per call."""
+    evaluation is found and gathered on the device, and a K/V start/end range is decided there; a host that does
+    not mark its sampling runs (2024-03) reads the replay index once per call."""
+    # the K/V range as on an accelerator (on the CPU it reads σ once per call, which waits for nothing)
+    monkeypatch.setattr(pack.pix2gif_core.animatezero.shared_kv_attention, "READ_ON_HOST", ())
     module, per_call = pack.nodes.animatezero, []
     make_wrapper = module._animatezero_wrapper
 
@@ -447,13 +449,60 @@ def test_unet_calls_convert_no_tensor_to_python_after_the_first_evaluations(host
     run(host, test_nodes, animatezero_prompt(motion_file, steps=steps,
                                              options={"window_length": 3, "kv_source": kv_source, **options}))
     assert len(per_call) == steps, "one UNet call (CFG batch) per step"
-    range_reads = 1 if options else 0
-    steady_reads = (0 if host_marks_sampling_runs() else 1) + range_reads
+    steady_reads = 0 if host_marks_sampling_runs() else 1
     steady = per_call[pack.pix2gif_core.animatezero.trajectory_replay.DEPARTURE_CHECKED_EVALUATIONS:]
     assert steady and all(len(sites) == steady_reads and all("animatezero" in site for site in sites)
                           for sites in steady), per_call
     first = per_call[0]  # the schedule check (once per run: two lists), the index read, the departure check (two)
-    assert len(first) <= 5 + range_reads and all("comfyui-pix2gif" in site for site in first), first
+    assert len(first) <= 5 and all("comfyui-pix2gif" in site for site in first), first
+
+
+def _first_frame_attention(q, k, v, heads: int, mode: str):
+    """Reference, float64: each frame of each ``FRAMES``-frame chunk attends to its chunk's frame 0 (replace) or to
+    its own tokens followed by frame 0's (concat); softmax written out per head."""
+    def heads_of(t):
+        return t.double().reshape(-1, FRAMES, t.shape[1], heads, t.shape[2] // heads)
+
+    q, k, v = heads_of(q), heads_of(k), heads_of(v)
+    out = torch.empty_like(q)
+    for chunk in range(q.shape[0]):
+        for frame in range(FRAMES):
+            keys, values = k[chunk, 0], v[chunk, 0]
+            if mode == "concat":
+                keys, values = torch.cat([k[chunk, frame], keys]), torch.cat([v[chunk, frame], values])
+            weights = (torch.einsum("qhd,khd->hqk", q[chunk, frame], keys) / q.shape[-1] ** 0.5).softmax(-1)
+            out[chunk, frame] = torch.einsum("hqk,khd->qhd", weights, values)
+    return out.reshape(-1, q.shape[2], q.shape[3] * q.shape[4]).float()
+
+
+@pytest.mark.parametrize("read_on_host", [True, False], ids=["CPU: σ read", "accelerator: on the device"])
+@pytest.mark.parametrize("mode", ["replace", "concat"])
+def test_kv_step_range(host, pack, monkeypatch, mode, read_on_host):
+    """The K/V start/end range as the attention patch applies it: a UNet call at σ_end ≤ σ ≤ σ_start (bounds
+    included) attends to frame 1's keys/values (the float64 reference), any other call as the host's own attention
+    does (bit for bit; decided on the device, concat attends to its own tokens twice: the same softmax). σ is read
+    once per call where reading waits for no device (CPU); on an accelerator (here: the CPU treated as one)
+    nothing is read."""
+    import comfy.ldm.modules.attention as host_attention
+
+    if not read_on_host:
+        monkeypatch.setattr(pack.pix2gif_core.animatezero.shared_kv_attention, "READ_ON_HOST", ())
+    torch.manual_seed(0)
+    heads = 2
+    q, k, v = (torch.randn(2 * FRAMES, 10, 16) for _ in range(3))
+    patch = pack.nodes.animatezero._shared_kv_patch(mode, "video pass", (2.0, 8.0))
+    own, shared = host_attention.optimized_attention(q, k, v, heads), _first_frame_attention(q, k, v, heads, mode)
+    for sigma, inside in [(8.0, True), (5.0, True), (2.0, True), (8.5, False), (1.9, False), (0.0, False)]:
+        options = {"n_heads": heads, "cond_or_uncond": [0, 1], "sigmas": torch.full((2,), sigma)}
+        with TensorToPython() as conversions:
+            out = patch(q, k, v, options)
+        assert len(conversions.sites) == read_on_host, conversions.sites
+        if inside:
+            torch.testing.assert_close(out, shared, rtol=1e-5, atol=1e-5)
+        elif mode == "replace" or read_on_host:
+            assert torch.equal(out, own), sigma
+        else:
+            torch.testing.assert_close(out, own, rtol=1e-5, atol=1e-6)
 
 
 def test_a_call_off_the_recorded_order_after_the_read_steps_fails_the_run(host, motion_file, monkeypatch, pack):

@@ -11,7 +11,7 @@ import torch
 from pix2gif_core.animatediff.motion_module import TemporalSelfAttention
 from pix2gif_core.animatezero.first_frame_pinning import pin_first_frames
 from pix2gif_core.animatezero.first_frame_features import SelectedFeatures
-from pix2gif_core.animatezero.shared_kv_attention import shared_kv_attention
+from pix2gif_core.animatezero.shared_kv_attention import in_sigma_range, shared_kv_attention
 from pix2gif_core.animatezero.trajectory_replay import replay_table, replayed_index
 from pix2gif_core.animatezero.window_attention import PositionCorrectedWindowAttention
 
@@ -39,15 +39,21 @@ def test_window_attention(fused, window_length):
 
 @pytest.mark.parametrize("mode", ["replace", "concat"])
 @pytest.mark.parametrize("recorded", [False, True])
-def test_kv_sharing(mode, recorded):
+@pytest.mark.parametrize("step_range", [False, True], ids=["whole denoising", "σ range"])
+def test_kv_sharing(mode, recorded, step_range):
+    """With a σ range the UNet call's σ decides on the device whether the frames share (traced, the range test
+    reads nothing even on the CPU)."""
     torch.manual_seed(0)
     q, k, v = (torch.randn(2 * FRAMES, 10, 16) for _ in range(3))
     anchors = (torch.randn(2, 10, 16), torch.randn(2, 10, 16))
 
-    def attend(q, k, v, anchor_k, anchor_v):
-        return shared_kv_attention(q, k, v, 2, FRAMES, mode, anchors=(anchor_k, anchor_v) if recorded else None)
+    def attend(q, k, v, anchor_k, anchor_v, sigmas):
+        active = in_sigma_range(sigmas, (1.0, 8.0)) if step_range else None
+        return shared_kv_attention(q, k, v, 2, FRAMES, mode, anchors=(anchor_k, anchor_v) if recorded else None,
+                                   active=active)
 
-    assert_one_graph(attend, q, k, v, *anchors)
+    for sigma in (14.6, 2.4):
+        assert_one_graph(attend, q, k, v, *anchors, torch.full((2,), sigma))
 
 
 def test_first_frame_pinning():

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from pix2gif_core.errors import Pix2GifInputError
-from pix2gif_core.animatezero.shared_kv_attention import first_frame_kv, shared_kv_attention
+from pix2gif_core.animatezero import shared_kv_attention as sharing
+from pix2gif_core.animatezero.shared_kv_attention import first_frame_kv, in_sigma_range, shared_kv_attention
 
 CHUNKS, FRAMES, TOKENS, CHANNELS, HEADS = 2, 3, 5, 8, 2
 
@@ -20,14 +21,14 @@ def setup():
 
 def reference(hidden, weights, mode):
     """Per chunk c and frame f: queries from (c, f); keys/values projected from (c, 0) [replace] or from (c, f)
-    followed by (c, 0) [concat]; explicit softmax per head."""
+    followed by (c, 0) [concat] or from (c, f) alone [own: plain self-attention]; explicit softmax per head."""
     weight_q, weight_k, weight_v = weights
     head_dim = CHANNELS // HEADS
     video = hidden.reshape(CHUNKS, FRAMES, TOKENS, CHANNELS)
     out = torch.empty(CHUNKS, FRAMES, TOKENS, CHANNELS, dtype=torch.float64)
     for c in range(CHUNKS):
         for f in range(FRAMES):
-            sources = video[c, 0] if mode == "replace" else torch.cat([video[c, f], video[c, 0]])
+            sources = {"replace": video[c, 0], "own": video[c, f]}.get(mode, torch.cat([video[c, f], video[c, 0]]))
             q = (video[c, f] @ weight_q.T).reshape(TOKENS, HEADS, head_dim)
             k = (sources @ weight_k.T).reshape(-1, HEADS, head_dim)
             v = (sources @ weight_v.T).reshape(-1, HEADS, head_dim)
@@ -131,3 +132,49 @@ def test_given_anchors_replace_frame_0(setup, mode):
     expected = reference(swapped.reshape(-1, TOKENS, CHANNELS), weights, mode).reshape(CHUNKS, FRAMES, TOKENS, -1)
     got = got.reshape(CHUNKS, FRAMES, TOKENS, CHANNELS)
     torch.testing.assert_close(got[:, 1:], expected[:, 1:])
+
+
+@pytest.mark.parametrize("mode", ["replace", "concat"])
+@pytest.mark.parametrize("given_anchors", [False, True], ids=["frame 0", "recorded anchors"])
+def test_active_on_the_device_shares_or_attends_to_the_own_tokens(setup, mode, given_anchors):
+    """``active`` as a Python bool or a 0-dim device bool (a step range decided without reading σ): True = the
+    shared attention (the reference with frame 0's or the anchors' keys/values), False = every frame's plain
+    self-attention, for both modes (on the device concat attends to its own tokens twice: the same softmax)."""
+    hidden, weights = setup
+    weight_q, weight_k, weight_v = weights
+    anchor_hidden = torch.randn(CHUNKS, TOKENS, CHANNELS, dtype=torch.float64)
+    anchors = (anchor_hidden @ weight_k.T, anchor_hidden @ weight_v.T) if given_anchors else None
+    source = hidden.reshape(CHUNKS, FRAMES, TOKENS, CHANNELS).clone()
+    if given_anchors:
+        source[:, 0] = anchor_hidden
+    shared = reference(source.reshape(-1, TOKENS, CHANNELS), weights, mode).reshape(CHUNKS, FRAMES, TOKENS, -1)
+    later_frames = slice(1 if given_anchors else 0, None)  # frame 0 itself attends to the hidden states it has
+
+    def attend(active):
+        return shared_kv_attention(hidden @ weight_q.T, hidden @ weight_k.T, hidden @ weight_v.T, HEADS, FRAMES,
+                                   mode, anchors=anchors, active=active).reshape(shared.shape)
+
+    for active in (True, torch.tensor(True)):
+        torch.testing.assert_close(attend(active)[:, later_frames], shared[:, later_frames])
+    for active in (False, torch.tensor(False)):
+        torch.testing.assert_close(attend(active), reference(hidden, weights, "own").reshape(shared.shape))
+
+
+@pytest.mark.parametrize("read_on_host", [True, False], ids=["CPU: read", "accelerator: on the device"])
+def test_sigma_range_bounds_included(monkeypatch, read_on_host):
+    """σ_end ≤ max σ ≤ σ_start; a Python bool where reading is free, else a 0-dim tensor on σ's device."""
+    if not read_on_host:
+        monkeypatch.setattr(sharing, "READ_ON_HOST", ())
+    for levels, inside in (([8.0, 8.0], True), ([2.0, 2.0], True), ([1.0, 5.0], True), ([8.5, 3.0], False),
+                           ([1.9, 1.9], False), ([0.0, 0.0], False)):
+        decided = in_sigma_range(torch.tensor(levels), (2.0, 8.0))
+        assert isinstance(decided, bool) == read_on_host
+        assert bool(decided) == inside, levels
+
+
+def test_anchors_of_another_token_count_cannot_be_shared_for_part_of_the_denoising(setup):
+    hidden, _ = setup
+    anchors = (torch.zeros(CHUNKS, TOKENS + 1, CHANNELS, dtype=torch.float64),) * 2
+    with pytest.raises(Pix2GifInputError, match="part of the denoising"):
+        shared_kv_attention(hidden, hidden, hidden, HEADS, FRAMES, "replace", anchors=anchors,
+                            active=torch.tensor(True))
