@@ -178,3 +178,19 @@ def test_anchors_of_another_token_count_cannot_be_shared_for_part_of_the_denoisi
     with pytest.raises(Pix2GifInputError, match="part of the denoising"):
         shared_kv_attention(hidden, hidden, hidden, HEADS, FRAMES, "replace", anchors=anchors,
                             active=torch.tensor(True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["replace", "concat"])
+def test_sigma_range_on_cuda_is_decided_on_the_device(setup, mode):
+    """On a GPU the range test is a device tensor and the attention chooses there; both choices match the
+    reference computed on the CPU."""
+    hidden, weights = setup
+    weight_q, weight_k, weight_v = (w.cuda() for w in weights)
+    states = hidden.cuda()
+    for sigma, expected_mode in ((5.0, mode), (9.0, "own")):
+        active = in_sigma_range(torch.full((2,), sigma, device="cuda"), (2.0, 8.0))
+        assert isinstance(active, torch.Tensor) and active.is_cuda
+        got = shared_kv_attention(states @ weight_q.T, states @ weight_k.T, states @ weight_v.T, HEADS, FRAMES,
+                                  mode, active=active)
+        torch.testing.assert_close(got.cpu(), reference(hidden, weights, expected_mode))

@@ -314,3 +314,18 @@ def test_per_sequence_key_scales_are_each_sequence_at_that_key_scale(chunk_bytes
         torch.testing.assert_close(got[n:n + 1], naive_window_attention(attn, hidden[n:n + 1], pe, 3))
     attn.key_scale = 1.0
     assert (got[0] - PositionCorrectedWindowAttention(3)(attn, hidden, pe)[0]).abs().max() > 1e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(("dtype", "atol"), [(torch.float32, 1e-5), (torch.float16, 0.01), (torch.bfloat16, 0.05)])
+def test_on_cuda_close_to_the_reference(dtype, atol):
+    """The accelerator's own kernels (SDPA's CUDA back-ends, cuBLAS) on the float64 formula's inputs."""
+    attn = make_attention(channels=64, heads=8)
+    hidden = torch.randn(9, 16, 64, dtype=torch.float64)
+    pe = torch.randn(16, 64, dtype=torch.float64)
+    expected = naive_window_attention(attn, hidden, pe, 5)
+    with torch.no_grad():
+        got = PositionCorrectedWindowAttention(5)(attn.to("cuda", dtype), hidden.to("cuda", dtype),
+                                                  pe.to("cuda", dtype))
+    assert got.is_cuda and got.dtype == dtype
+    torch.testing.assert_close(got.double().cpu(), expected, rtol=0, atol=atol)
