@@ -212,3 +212,50 @@ def test_more_frames_than_the_device_holds_are_refused_before_computing(host, te
     assert not result.success and "i2v" not in test_nodes.CAPTURED
     message = result.error["exception_message"]
     assert f"{FRAMES} frames at {WIDTH}×{HEIGHT} need" in message and "I2VGen-XL Conditioning" in message, message
+
+
+def test_every_attention_of_the_unet_calls_the_host_kernel(host, test_nodes, i2vgen_unet_files, monkeypatch, pack):
+    """In a KSampler run every attention layer of the engine's I2VGen-XL UNet (spatial self/cross, temporal, the
+    concat branch's) goes through the host's ``optimized_attention`` (the user's --use-*-attention choice), the
+    same number of times each, and none calls SDPA itself."""
+    import importlib
+    import sys
+    from collections import Counter
+
+    import torch.nn.functional
+    from comfy.ldm.modules import attention as host_attention
+
+    attention_class = importlib.import_module(f"{pack.__name__}.pix2gif_core.i2vgen_xl.layers").Attention
+    unet_class = importlib.import_module(f"{pack.__name__}.pix2gif_core.i2vgen_xl.unet").I2VGenXLUNet
+    calls, chosen, sdpa = Counter(), host_attention.optimized_attention, torch.nn.functional.scaled_dot_product_attention
+    core_sdpa_callers, unets = [], set()
+
+    def calling_attention():
+        frame, attention = sys._getframe(2), None
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if attention is None and isinstance(owner, attention_class):
+                attention = owner
+            if isinstance(owner, unet_class):
+                unets.add(owner)
+            frame = frame.f_back
+        return attention
+
+    def spy(*args, **kwargs):
+        calls[calling_attention()] += 1
+        return chosen(*args, **kwargs)
+
+    def watched_sdpa(*args, **kwargs):
+        if "pix2gif_core" in sys._getframe(1).f_code.co_filename:
+            core_sdpa_callers.append(sys._getframe(1).f_code.co_filename)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(host_attention, "optimized_attention", spy)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", watched_sdpa)
+    result = host.run(prompt(steps=1))
+    assert result.success, result.error or result.validation_error
+    assert len(unets) == 1, "one I2VGen-XL UNet sampled"
+    layers = [module for module in unets.pop().modules() if isinstance(module, attention_class)]
+    assert None not in calls, "the host kernel was called from outside the UNet's attention layers"
+    assert set(calls) == set(layers) and len(set(calls.values())) == 1, calls
+    assert core_sdpa_callers == []
