@@ -65,7 +65,7 @@ def test_every_motion_and_embedding_attention_calls_the_host_kernel(host, pack, 
     import sys
     from collections import Counter
 
-    import torch.nn.functional
+    from attention_spies import watch_core_sdpa
     from comfy.ldm.modules import attention as host_attention_module
     from pix2gif_core.motion_inversion.embeddings import save_motion_embeddings
 
@@ -105,19 +105,10 @@ def test_every_motion_and_embedding_attention_calls_the_host_kernel(host, pack, 
             return host_function(*args, **kwargs)
         return call
 
-    core_sdpa_callers = []
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-
-    def watched_sdpa(*args, **kwargs):
-        caller = sys._getframe(1).f_code.co_filename
-        if "pix2gif_core" in caller:
-            core_sdpa_callers.append(caller)
-        return sdpa(*args, **kwargs)
-
     monkeypatch.setattr(injected, "forward", counted_module_run)
     monkeypatch.setattr(host_attention_module, "optimized_attention", spy(chosen))
     monkeypatch.setattr(host_attention_module, "optimized_attention_masked", spy(chosen_masked))
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", watched_sdpa)
+    core_sdpa_callers = watch_core_sdpa(monkeypatch)
 
     embeddings = workflow.tiny_motion_embeddings(4, frames=8, version="v2")
     workflow.use_embeddings_folder(tmp_path)

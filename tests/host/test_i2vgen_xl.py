@@ -222,13 +222,12 @@ def test_every_attention_of_the_unet_calls_the_host_kernel(host, test_nodes, i2v
     import sys
     from collections import Counter
 
-    import torch.nn.functional
+    from attention_spies import watch_core_sdpa
     from comfy.ldm.modules import attention as host_attention
 
     attention_class = importlib.import_module(f"{pack.__name__}.pix2gif_core.i2vgen_xl.layers").Attention
     unet_class = importlib.import_module(f"{pack.__name__}.pix2gif_core.i2vgen_xl.unet").I2VGenXLUNet
-    calls, chosen, sdpa = Counter(), host_attention.optimized_attention, torch.nn.functional.scaled_dot_product_attention
-    core_sdpa_callers, unets = [], set()
+    calls, chosen, unets = Counter(), host_attention.optimized_attention, set()
 
     def calling_attention():
         frame, attention = sys._getframe(2), None
@@ -245,13 +244,8 @@ def test_every_attention_of_the_unet_calls_the_host_kernel(host, test_nodes, i2v
         calls[calling_attention()] += 1
         return chosen(*args, **kwargs)
 
-    def watched_sdpa(*args, **kwargs):
-        if "pix2gif_core" in sys._getframe(1).f_code.co_filename:
-            core_sdpa_callers.append(sys._getframe(1).f_code.co_filename)
-        return sdpa(*args, **kwargs)
-
     monkeypatch.setattr(host_attention, "optimized_attention", spy)
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", watched_sdpa)
+    core_sdpa_callers = watch_core_sdpa(monkeypatch)
     result = host.run(prompt(steps=1))
     assert result.success, result.error or result.validation_error
     assert len(unets) == 1, "one I2VGen-XL UNet sampled"
